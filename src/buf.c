@@ -1,0 +1,188 @@
+/*
+ * ragline - growable byte buffer.
+ */
+#include "ragline/buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void oom(size_t size)
+{
+    fprintf(stderr, "ragline: out of memory allocating %zu bytes\n", size);
+    abort();
+}
+
+void *rl_xmalloc(size_t size)
+{
+    void *p = malloc(size ? size : 1);
+
+    if (!p)
+        oom(size);
+    return p;
+}
+
+void *rl_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+
+    if (!p)
+        oom(n * size);
+    return p;
+}
+
+void *rl_xrealloc(void *ptr, size_t size)
+{
+    void *p = realloc(ptr, size ? size : 1);
+
+    if (!p)
+        oom(size);
+    return p;
+}
+
+char *rl_xstrdup(const char *s)
+{
+    return rl_xmemdup(s, strlen(s));
+}
+
+char *rl_xmemdup(const void *p, size_t n)
+{
+    char *copy = rl_xmalloc(n + 1);
+
+    if (n)
+        memcpy(copy, p, n);
+    copy[n] = '\0';
+    return copy;
+}
+
+void rl_buf_reserve(rl_buf_t *buf, size_t extra)
+{
+    size_t need = buf->len + extra + 1;
+    size_t cap;
+
+    if (need <= buf->cap)
+        return;
+    cap = buf->cap ? buf->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    buf->data = rl_xrealloc(buf->data, cap);
+    buf->cap = cap;
+}
+
+void rl_buf_append(rl_buf_t *buf, const void *data, size_t len)
+{
+    rl_buf_reserve(buf, len);
+    if (len)
+        memcpy(buf->data + buf->len, data, len);
+    buf->len += len;
+    buf->data[buf->len] = '\0';
+}
+
+void rl_buf_puts(rl_buf_t *buf, const char *s)
+{
+    rl_buf_append(buf, s, strlen(s));
+}
+
+void rl_buf_putc(rl_buf_t *buf, char c)
+{
+    rl_buf_reserve(buf, 1);
+    buf->data[buf->len++] = c;
+    buf->data[buf->len] = '\0';
+}
+
+void rl_buf_vprintf(rl_buf_t *buf, const char *fmt, va_list ap)
+{
+    va_list again;
+    int n;
+
+    /* Try in the space we have; retry once with the exact size. */
+    rl_buf_reserve(buf, 64);
+    va_copy(again, ap);
+    n = vsnprintf(buf->data + buf->len, buf->cap - buf->len, fmt, ap);
+    if (n < 0) {
+        va_end(again);
+        return;
+    }
+    if ((size_t)n >= buf->cap - buf->len) {
+        rl_buf_reserve(buf, (size_t)n);
+        vsnprintf(buf->data + buf->len, buf->cap - buf->len, fmt, again);
+    }
+    va_end(again);
+    buf->len += (size_t)n;
+}
+
+void rl_buf_printf(rl_buf_t *buf, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    rl_buf_vprintf(buf, fmt, ap);
+    va_end(ap);
+}
+
+void rl_buf_json_escape(rl_buf_t *buf, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, run = 0;
+
+    rl_buf_reserve(buf, len + 2);
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc = 0;
+
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        /* Flush the plain run before this byte, then its escape. */
+        rl_buf_append(buf, s + run, i - run);
+        run = i + 1;
+        switch (c) {
+        case '"': esc = '"'; break;
+        case '\\': esc = '\\'; break;
+        case '\n': esc = 'n'; break;
+        case '\r': esc = 'r'; break;
+        case '\t': esc = 't'; break;
+        case '\b': esc = 'b'; break;
+        case '\f': esc = 'f'; break;
+        }
+        if (esc) {
+            char two[2] = {'\\', esc};
+            rl_buf_append(buf, two, 2);
+        } else {
+            char six[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            rl_buf_append(buf, six, 6);
+        }
+    }
+    rl_buf_append(buf, s + run, len - run);
+}
+
+const char *rl_buf_cstr(rl_buf_t *buf)
+{
+    if (!buf->data)
+        return "";
+    return buf->data;
+}
+
+void rl_buf_reset(rl_buf_t *buf)
+{
+    buf->len = 0;
+    if (buf->data)
+        buf->data[0] = '\0';
+}
+
+void rl_buf_free(rl_buf_t *buf)
+{
+    free(buf->data);
+    buf->data = NULL;
+    buf->len = buf->cap = 0;
+}
+
+char *rl_buf_steal(rl_buf_t *buf, size_t *lenp)
+{
+    char *data = buf->data ? buf->data : rl_xstrdup("");
+
+    if (lenp)
+        *lenp = buf->len;
+    buf->data = NULL;
+    buf->len = buf->cap = 0;
+    return data;
+}
