@@ -136,13 +136,27 @@ void rl_buf_json_escape(rl_buf_t *buf, const char *s, size_t len)
         rl_buf_append(buf, s + run, i - run);
         run = i + 1;
         switch (c) {
-        case '"': esc = '"'; break;
-        case '\\': esc = '\\'; break;
-        case '\n': esc = 'n'; break;
-        case '\r': esc = 'r'; break;
-        case '\t': esc = 't'; break;
-        case '\b': esc = 'b'; break;
-        case '\f': esc = 'f'; break;
+        case '"':
+            esc = '"';
+            break;
+        case '\\':
+            esc = '\\';
+            break;
+        case '\n':
+            esc = 'n';
+            break;
+        case '\r':
+            esc = 'r';
+            break;
+        case '\t':
+            esc = 't';
+            break;
+        case '\b':
+            esc = 'b';
+            break;
+        case '\f':
+            esc = 'f';
+            break;
         }
         if (esc) {
             char two[2] = {'\\', esc};

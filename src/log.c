@@ -41,11 +41,16 @@ int rl_log_level_parse(const char *name, rl_log_level_t *level)
 static const char *level_label(rl_log_level_t level)
 {
     switch (level) {
-    case RL_LOG_ERROR: return "ERROR";
-    case RL_LOG_WARN: return "WARN ";
-    case RL_LOG_NOTICE: return "NOTE ";
-    case RL_LOG_INFO: return "INFO ";
-    default: return "DEBUG";
+    case RL_LOG_ERROR:
+        return "ERROR";
+    case RL_LOG_WARN:
+        return "WARN ";
+    case RL_LOG_NOTICE:
+        return "NOTE ";
+    case RL_LOG_INFO:
+        return "INFO ";
+    default:
+        return "DEBUG";
     }
 }
 
@@ -61,8 +66,9 @@ void rl_log_write(rl_log_level_t level, const char *tag, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-    r = snprintf(line + n, sizeof(line) - n, ".%03dZ %s %s: ",
-                 (int)(tv.tv_usec / 1000), level_label(level), tag);
+    r = snprintf(line + n, sizeof(line) - n,
+                 ".%03dZ %s %s: ", (int)(tv.tv_usec / 1000), level_label(level),
+                 tag);
     if (r > 0)
         n += (size_t)r;
 

@@ -15,12 +15,15 @@
 #include <stddef.h>
 
 typedef struct rl_buf_s {
-    char *data;  /**< NUL-terminated when len > 0 or after rl_buf_cstr() */
-    size_t len;  /**< bytes in use, not counting the terminator */
-    size_t cap;  /**< bytes allocated */
+    char *data; /**< NUL-terminated when len > 0 or after rl_buf_cstr() */
+    size_t len; /**< bytes in use, not counting the terminator */
+    size_t cap; /**< bytes allocated */
 } rl_buf_t;
 
-#define RL_BUF_INIT {NULL, 0, 0}
+#define RL_BUF_INIT                                                            \
+    {                                                                          \
+        NULL, 0, 0                                                             \
+    }
 
 /** @brief malloc/realloc/strdup that abort with a message on failure. */
 void *rl_xmalloc(size_t size);

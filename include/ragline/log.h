@@ -35,8 +35,8 @@ void rl_log_set_level(rl_log_level_t level);
 int rl_log_level_parse(const char *name, rl_log_level_t *level);
 
 /** @brief Writes one record; use the rl_log() macro instead. */
-void rl_log_write(rl_log_level_t level, const char *tag, const char *fmt,
-                  ...) __attribute__((format(printf, 3, 4)));
+void rl_log_write(rl_log_level_t level, const char *tag, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #define rl_log(level, tag, ...)                                                \
     do {                                                                       \
