@@ -93,4 +93,10 @@ int rl_config_foreach_kafka(const rl_config_t *conf,
  */
 void rl_config_print(const rl_config_t *conf, FILE *out);
 
+/**
+ * @brief Prints the table of known keys (key, accepted values, default,
+ *        meaning) as Markdown: the table in docs/configuration.md.
+ */
+void rl_config_print_keys(FILE *out);
+
 #endif
