@@ -1,1 +1,985 @@
-/* placeholder while the module is written */
+/*
+ * ragline - the pipeline.
+ *
+ * A job is one input message on its way through the worker.  It holds
+ * the librdkafka message itself (key, value and headers are produced
+ * from it without copies) until the broker acknowledged the job's
+ * answer or dead-letter record; then its ticket in the partition's
+ * offset tracker is finished and the message released.
+ *
+ *   consume -> parse -> render -> backend --ok--> produce answer --ack--.
+ *                |        |         |                    |            |
+ *                +--------+---------+--fail--> produce dead letter --ack+
+ *                                                                     |
+ *                                          finish: track, store offset <
+ */
+#include "ragline/pipeline.h"
+#include "ragline/backend.h"
+#include "ragline/buf.h"
+#include "ragline/event.h"
+#include "ragline/evidence.h"
+#include "ragline/kafka.h"
+#include "ragline/log.h"
+#include "ragline/offsets.h"
+#include "ragline/render.h"
+#include "ragline/template.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TAG "pipeline"
+
+#define CONSUME_BUDGET     256   /**< messages per wake-up before yielding */
+#define TICK_MS            100   /**< offset store and consumer poll period */
+#define STATS_EVERY_MS     30000 /**< summary log line period */
+#define STARTUP_TIMEOUT_MS 60000
+
+/* One input partition, as assigned to this worker.  A revoked partition
+ * stays alive, detached, until its last in-flight job let go of it. */
+typedef struct part_s {
+    int32_t id;
+    int assigned;
+    int refs; /**< jobs holding it, plus one while in the table */
+    rl_offtrack_t *track;
+    int64_t store_pos; /**< offset to store next; -1: nothing new */
+} part_t;
+
+typedef enum {
+    JOB_BACKEND, /**< waiting for the backend */
+    JOB_ANSWER,  /**< answer produced, waiting for the broker */
+    JOB_DLQ,     /**< dead-letter record produced, waiting */
+} job_stage_t;
+
+typedef struct job_s {
+    rl_pipeline_t *pl;
+    struct job_s *prev, *next; /**< every live job, for destroy */
+    part_t *part;
+    uint64_t ticket;
+    rd_kafka_message_t *msg;
+    rl_event_t ev;
+    rl_render_stats_t stats;
+    job_stage_t stage;
+    int64_t consumed_us;
+    int64_t submitted_us;
+    double backend_ms;
+} job_t;
+
+struct rl_pipeline_s {
+    rl_loop_t *loop;
+    const rl_settings_t *settings;
+
+    rl_template_t *tpl;
+    rl_evcache_t *cache;
+    rl_evreader_t *evreader;
+    rl_backend_t *backend;
+
+    rd_kafka_t *consumer;
+    rd_kafka_queue_t *cqueue;
+    rl_wakeup_t cwake;
+    rd_kafka_t *producer;
+    rd_kafka_queue_t *pqueue;
+    rl_wakeup_t pwake;
+
+    part_t **parts; /**< indexed by partition id; NULL when unassigned */
+    int nparts;
+    int store_pending; /**< some part has a store_pos to store */
+
+    job_t *jobs; /**< head of the live job list */
+    rl_metrics_t metrics;
+    rl_buf_t scratch; /**< prompt and answer rendering, reused */
+
+    int paused;   /**< the in-flight cap paused the assignment */
+    int draining; /**< shutdown requested: no new events */
+    int closing;  /**< finish_shutdown() is running */
+    int finished;
+    int status;
+
+    rl_timer_t again;    /**< resumes a consume cut short by its budget */
+    rl_timer_t tick;     /**< periodic: offsets, consumer liveness */
+    rl_timer_t deadline; /**< shutdown timeout */
+    int64_t next_stats_ms;
+};
+
+static void finish_shutdown(rl_pipeline_t *pl);
+static void stop_soon(rl_pipeline_t *pl);
+
+/* ------------------------------------------------------------------ */
+/* Partitions and offsets                                              */
+
+static part_t *part_lookup(rl_pipeline_t *pl, int32_t id)
+{
+    if (id < 0 || id >= pl->nparts)
+        return NULL;
+    return pl->parts[id];
+}
+
+static void part_release(part_t *part)
+{
+    if (--part->refs > 0)
+        return;
+    rl_offtrack_destroy(part->track);
+    free(part);
+}
+
+static void part_attach(rl_pipeline_t *pl, int32_t id)
+{
+    part_t *part;
+
+    if (id >= pl->nparts) {
+        int n = id + 1;
+
+        pl->parts = rl_xrealloc(pl->parts, (size_t)n * sizeof(*pl->parts));
+        memset(pl->parts + pl->nparts, 0,
+               (size_t)(n - pl->nparts) * sizeof(*pl->parts));
+        pl->nparts = n;
+    }
+    if (pl->parts[id])
+        return;
+    part = rl_xcalloc(1, sizeof(*part));
+    part->id = id;
+    part->assigned = 1;
+    part->refs = 1;
+    part->track = rl_offtrack_new();
+    part->store_pos = -1;
+    pl->parts[id] = part;
+}
+
+static void part_detach(rl_pipeline_t *pl, int32_t id)
+{
+    part_t *part = part_lookup(pl, id);
+
+    if (!part)
+        return;
+    pl->parts[id] = NULL;
+    part->assigned = 0;
+    part_release(part);
+}
+
+/* Hands every new commit position to librdkafka's offset store; its
+ * auto-commit (or an explicit commit) sends them to the broker. */
+static void store_offsets(rl_pipeline_t *pl)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t err;
+    int i;
+
+    if (!pl->store_pending)
+        return;
+    pl->store_pending = 0;
+    list = rd_kafka_topic_partition_list_new(pl->nparts);
+    for (i = 0; i < pl->nparts; i++) {
+        part_t *part = pl->parts[i];
+
+        if (!part || part->store_pos < 0)
+            continue;
+        rd_kafka_topic_partition_list_add(list, pl->settings->input_topic, i)
+            ->offset = part->store_pos;
+        part->store_pos = -1;
+    }
+    if (list->cnt > 0) {
+        err = rd_kafka_offsets_store(pl->consumer, list);
+        if (err)
+            rl_warn(TAG, "storing offsets: %s", rd_kafka_err2str(err));
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* ------------------------------------------------------------------ */
+/* Flow control                                                        */
+
+static void set_paused(rl_pipeline_t *pl, int pause)
+{
+    rd_kafka_topic_partition_list_t *list = NULL;
+
+    if (rd_kafka_assignment(pl->consumer, &list) == 0 && list->cnt > 0) {
+        if (pause)
+            rd_kafka_pause_partitions(pl->consumer, list);
+        else
+            rd_kafka_resume_partitions(pl->consumer, list);
+    }
+    if (list)
+        rd_kafka_topic_partition_list_destroy(list);
+    pl->paused = pause;
+}
+
+/* Pauses at the cap; resumes once a quarter of the room came back, so
+ * that the consumer does not flap on every completion. */
+static void check_cap(rl_pipeline_t *pl)
+{
+    uint64_t cap = (uint64_t)pl->settings->inflight_max;
+
+    if (pl->draining)
+        return;
+    if (!pl->paused && pl->metrics.inflight >= cap) {
+        set_paused(pl, 1);
+        pl->metrics.pauses++;
+    } else if (pl->paused && pl->metrics.inflight <= cap - (cap + 3) / 4) {
+        set_paused(pl, 0);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Jobs                                                                */
+
+static job_t *job_new(rl_pipeline_t *pl, part_t *part, uint64_t ticket,
+                      rd_kafka_message_t *msg)
+{
+    job_t *job = rl_xcalloc(1, sizeof(*job));
+
+    job->pl = pl;
+    job->part = part;
+    part->refs++;
+    job->ticket = ticket;
+    job->msg = msg;
+    job->consumed_us = rl_now_us();
+    job->next = pl->jobs;
+    if (pl->jobs)
+        pl->jobs->prev = job;
+    pl->jobs = job;
+
+    pl->metrics.consumed++;
+    pl->metrics.inflight++;
+    if (pl->metrics.inflight > pl->metrics.inflight_peak)
+        pl->metrics.inflight_peak = pl->metrics.inflight;
+    return job;
+}
+
+static void job_free(job_t *job)
+{
+    rl_pipeline_t *pl = job->pl;
+
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        pl->jobs = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    pl->metrics.inflight--;
+
+    rl_event_clear(&job->ev);
+    json_decref(job->stats.missing_list);
+    rd_kafka_message_destroy(job->msg);
+    part_release(job->part);
+    free(job);
+}
+
+/* The broker has the job's record: its offset may now be committed. */
+static void job_finish(job_t *job)
+{
+    rl_pipeline_t *pl = job->pl;
+    part_t *part = job->part;
+    int64_t pos = rl_offtrack_done(part->track, job->ticket);
+
+    if (pos >= 0 && part->assigned) {
+        part->store_pos = pos;
+        pl->store_pending = 1;
+    }
+    rl_hist_add(&pl->metrics.total_ms,
+                (rl_now_us() - job->consumed_us) / 1000.0);
+    job_free(job);
+
+    if (pl->draining) {
+        if (pl->metrics.inflight == 0)
+            stop_soon(pl);
+    } else {
+        check_cap(pl);
+    }
+}
+
+static const char *job_id(const job_t *job)
+{
+    return job->ev.id ? job->ev.id : "";
+}
+
+static void fatal(rl_pipeline_t *pl, const char *why)
+{
+    rl_error(TAG, "%s; stopping", why);
+    pl->status = 1;
+    if (!pl->draining) {
+        pl->draining = 1;
+        set_paused(pl, 1);
+    }
+    stop_soon(pl);
+}
+
+/* Produces one record keyed as the job's input; takes @p hdrs and, if
+ * @p owned, @p value.  The job is the delivery report's opaque. */
+static rd_kafka_resp_err_t produce(job_t *job, const char *topic, void *value,
+                                   size_t len, int owned,
+                                   rd_kafka_headers_t *hdrs)
+{
+    rd_kafka_resp_err_t err;
+
+    err = rd_kafka_producev(
+        job->pl->producer, RD_KAFKA_V_TOPIC(topic),
+        RD_KAFKA_V_KEY(job->msg->key, job->msg->key_len),
+        RD_KAFKA_V_VALUE(value, len),
+        RD_KAFKA_V_MSGFLAGS(owned ? RD_KAFKA_MSG_F_FREE : 0),
+        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(job), RD_KAFKA_V_END);
+    if (err) {
+        rd_kafka_headers_destroy(hdrs);
+        if (owned)
+            free(value);
+    }
+    return err;
+}
+
+static rd_kafka_headers_t *input_headers(const job_t *job)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+
+    /* The message keeps ownership of what this returns. */
+    if (rd_kafka_message_headers(job->msg, &hdrs) == 0 && hdrs)
+        return rd_kafka_headers_copy(hdrs);
+    return rd_kafka_headers_new(8);
+}
+
+static void add_header(rd_kafka_headers_t *hdrs, const char *name,
+                       const char *value)
+{
+    rd_kafka_header_add(hdrs, name, -1, value, -1);
+}
+
+/*
+ * Sends the job's input, as it came, to the dead-letter topic with
+ * headers saying why.  If even that cannot be produced the worker stops
+ * without storing the offset: the event is consumed again on restart.
+ */
+static void dead_letter(job_t *job, rl_errclass_t cls, const char *why)
+{
+    rl_pipeline_t *pl = job->pl;
+    const rd_kafka_message_t *m = job->msg;
+    rd_kafka_headers_t *hdrs = input_headers(job);
+    rd_kafka_resp_err_t err;
+    char num[32];
+
+    rl_warn(TAG, "%s [%d] offset %lld id '%s': %s: %s; dead-lettered",
+            rd_kafka_topic_name(m->rkt), (int)m->partition,
+            (long long)m->offset, job_id(job), rl_errclass_name(cls), why);
+
+    add_header(hdrs, "ragline.error.class", rl_errclass_name(cls));
+    add_header(hdrs, "ragline.error.message", why);
+    add_header(hdrs, "ragline.source.topic", rd_kafka_topic_name(m->rkt));
+    snprintf(num, sizeof(num), "%d", (int)m->partition);
+    add_header(hdrs, "ragline.source.partition", num);
+    snprintf(num, sizeof(num), "%lld", (long long)m->offset);
+    add_header(hdrs, "ragline.source.offset", num);
+
+    pl->metrics.by_class[cls]++;
+    job->stage = JOB_DLQ;
+    err = produce(job, pl->settings->dlq_topic, m->payload, m->len, 0, hdrs);
+    if (err) {
+        char line[512];
+
+        snprintf(line, sizeof(line),
+                 "cannot produce the dead-letter record of %s [%d] offset "
+                 "%lld to '%s': %s",
+                 rd_kafka_topic_name(m->rkt), (int)m->partition,
+                 (long long)m->offset, pl->settings->dlq_topic,
+                 rd_kafka_err2str(err));
+        job_free(job);
+        fatal(pl, line);
+    }
+}
+
+static void produce_answer(job_t *job, const rl_backend_result_t *res)
+{
+    rl_pipeline_t *pl = job->pl;
+    const rd_kafka_message_t *m = job->msg;
+    rl_answer_t a;
+    rd_kafka_resp_err_t err;
+    char *value;
+    size_t len;
+
+    memset(&a, 0, sizeof(a));
+    a.id = job->ev.id;
+    a.conversation_id = job->ev.conversation_id;
+    a.answer = res->text;
+    a.answer_len = res->text_len;
+    a.backend = rl_backend_name(pl->backend);
+    a.model = res->model ? res->model : rl_backend_model(pl->backend);
+    a.finish_reason = res->finish_reason;
+    a.prompt_tokens = res->prompt_tokens;
+    a.completion_tokens = res->completion_tokens;
+    a.total_tokens = res->total_tokens;
+    a.evidence = &job->stats;
+    a.queued_ms = (job->submitted_us - job->consumed_us) / 1000.0;
+    a.backend_ms = res->elapsed_ms;
+    a.total_ms = (rl_now_us() - job->consumed_us) / 1000.0;
+    a.topic = rd_kafka_topic_name(m->rkt);
+    a.partition = m->partition;
+    a.offset = m->offset;
+
+    rl_buf_reset(&pl->scratch);
+    rl_answer_write(&pl->scratch, &a);
+    value = rl_xmemdup(pl->scratch.data, pl->scratch.len);
+    len = pl->scratch.len;
+
+    job->stage = JOB_ANSWER;
+    err = produce(job, pl->settings->output_topic, value, len, 1,
+                  input_headers(job));
+    if (err)
+        dead_letter(job, RL_ERR_PRODUCE, rd_kafka_err2str(err));
+}
+
+static void on_backend_done(void *opaque, const rl_backend_result_t *res)
+{
+    job_t *job = opaque;
+    rl_pipeline_t *pl = job->pl;
+
+    job->backend_ms = res->elapsed_ms;
+    rl_hist_add(&pl->metrics.backend_ms, res->elapsed_ms);
+    if (!res->ok) {
+        pl->metrics.backend_failed++;
+        dead_letter(job, RL_ERR_BACKEND, res->error ? res->error : "failed");
+        return;
+    }
+    produce_answer(job, res);
+}
+
+/* Parse, render and submit; anything wrong goes to the dead letters. */
+static void job_start(job_t *job)
+{
+    rl_pipeline_t *pl = job->pl;
+    const rd_kafka_message_t *m = job->msg;
+    rl_backend_req_t req;
+    rl_errclass_t cls;
+    char why[512];
+
+    cls = rl_event_parse(&job->ev, m->payload, m->len, m->key, m->key_len,
+                         &pl->settings->limits, why, sizeof(why));
+    if (cls != RL_ERR_NONE) {
+        dead_letter(job, cls, why);
+        return;
+    }
+
+    job->stats.missing_list = json_array();
+    rl_buf_reset(&pl->scratch);
+    if (rl_render(pl->tpl, &job->ev.prompt, pl->cache, &pl->scratch,
+                  &job->stats, why, sizeof(why)) < 0) {
+        dead_letter(job, RL_ERR_RENDER, why);
+        return;
+    }
+    pl->metrics.evidence_missing += job->stats.missing;
+
+    memset(&req, 0, sizeof(req));
+    req.prompt = pl->scratch.data;
+    req.prompt_len = pl->scratch.len;
+    req.recommended = job->ev.prompt.recommended;
+    req.recommended_len = job->ev.prompt.recommended_len;
+    req.request_id = job->ev.id;
+    job->stage = JOB_BACKEND;
+    job->submitted_us = rl_now_us();
+    if (rl_backend_submit(pl->backend, &req, on_backend_done, job) < 0)
+        dead_letter(job, RL_ERR_BACKEND, "the backend call could not start");
+}
+
+/* ------------------------------------------------------------------ */
+/* The producer                                                        */
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rec,
+                        void *opaque)
+{
+    job_t *job = rec->_private;
+    rl_pipeline_t *pl = job->pl;
+    char line[512];
+
+    if (!rec->err) {
+        if (job->stage == JOB_ANSWER)
+            pl->metrics.answered++;
+        else
+            pl->metrics.dead_lettered++;
+        job_finish(job);
+        return;
+    }
+
+    if (job->stage == JOB_ANSWER) {
+        snprintf(line, sizeof(line), "answer refused by '%s': %s",
+                 rd_kafka_topic_name(rec->rkt), rd_kafka_err2str(rec->err));
+        dead_letter(job, RL_ERR_PRODUCE, line);
+        return;
+    }
+    snprintf(line, sizeof(line),
+             "dead-letter record of %s [%d] offset %lld refused by '%s': %s",
+             rd_kafka_topic_name(job->msg->rkt), (int)job->msg->partition,
+             (long long)job->msg->offset, rd_kafka_topic_name(rec->rkt),
+             rd_kafka_err2str(rec->err));
+    job_free(job);
+    fatal(pl, line);
+}
+
+static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason,
+                           void *opaque)
+{
+    rl_pipeline_t *pl = opaque;
+    char line[512];
+
+    if (err != RD_KAFKA_RESP_ERR__FATAL) {
+        rl_warn(TAG, "%s: %s", rd_kafka_name(rk), reason);
+        return;
+    }
+    rd_kafka_fatal_error(rk, line, sizeof(line));
+    fatal(pl, line);
+}
+
+static void serve_producer(rl_pipeline_t *pl)
+{
+    rl_kafka_wakeup_clear(&pl->pwake);
+    while (rd_kafka_poll(pl->producer, 0) > 0)
+        ;
+}
+
+static void on_producer_wakeup(rl_loop_t *loop, int fd, int events,
+                               void *opaque)
+{
+    serve_producer(opaque);
+}
+
+/* ------------------------------------------------------------------ */
+/* The consumer                                                        */
+
+static void assign(rl_pipeline_t *pl, rd_kafka_t *rk, int cooperative,
+                   rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t err = 0;
+    int i;
+
+    for (i = 0; i < parts->cnt; i++)
+        part_attach(pl, parts->elems[i].partition);
+    if (cooperative)
+        error = rd_kafka_incremental_assign(rk, parts);
+    else
+        err = rd_kafka_assign(rk, parts);
+    if (error) {
+        rl_error(TAG, "assign: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (err) {
+        rl_error(TAG, "assign: %s", rd_kafka_err2str(err));
+    }
+    if (pl->paused || pl->draining)
+        rd_kafka_pause_partitions(rk, parts);
+    rl_info(TAG, "assigned %d partition(s) of '%s'", parts->cnt,
+            pl->settings->input_topic);
+}
+
+/* Commits what finished, then lets the partitions go.  Events still in
+ * flight are abandoned to the next owner, which consumes them again. */
+static void revoke(rl_pipeline_t *pl, rd_kafka_t *rk, int cooperative,
+                   rd_kafka_topic_partition_list_t *parts)
+{
+    int lost = rd_kafka_assignment_lost(rk);
+    rd_kafka_error_t *error = NULL;
+    int i;
+
+    if (!lost) {
+        store_offsets(pl);
+        rd_kafka_commit(rk, NULL, 0);
+    }
+    for (i = 0; i < parts->cnt; i++)
+        part_detach(pl, parts->elems[i].partition);
+    if (cooperative)
+        error = rd_kafka_incremental_unassign(rk, parts);
+    else
+        rd_kafka_assign(rk, NULL);
+    if (error) {
+        rl_error(TAG, "unassign: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    rl_info(TAG, "%s %d partition(s) of '%s'", lost ? "lost" : "revoked",
+            parts->cnt, pl->settings->input_topic);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    rl_pipeline_t *pl = opaque;
+    int cooperative =
+        strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        assign(pl, rk, cooperative, parts);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        revoke(pl, rk, cooperative, parts);
+    } else {
+        rl_error(TAG, "rebalance failed: %s", rd_kafka_err2str(err));
+        revoke(pl, rk, cooperative, parts);
+    }
+}
+
+static void handle_consumed(rl_pipeline_t *pl, rd_kafka_message_t *msg)
+{
+    part_t *part;
+    uint64_t ticket;
+
+    if (msg->err) {
+        if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            rl_warn(TAG, "consumer: %s", rd_kafka_message_errstr(msg));
+        rd_kafka_message_destroy(msg);
+        return;
+    }
+
+    /* While draining, or for a partition just revoked, the message is
+     * not taken: its offset is never stored, so it is consumed again. */
+    part = part_lookup(pl, msg->partition);
+    if (pl->draining || !part) {
+        rd_kafka_message_destroy(msg);
+        return;
+    }
+    ticket = rl_offtrack_push(part->track, msg->offset);
+    if (ticket == UINT64_MAX) {
+        rl_debug(TAG, "%s [%d] offset %lld delivered again, skipped",
+                 rd_kafka_topic_name(msg->rkt), (int)msg->partition,
+                 (long long)msg->offset);
+        rd_kafka_message_destroy(msg);
+        return;
+    }
+    job_start(job_new(pl, part, ticket, msg));
+}
+
+static void serve_consumer(rl_pipeline_t *pl)
+{
+    int budget = CONSUME_BUDGET;
+    rd_kafka_message_t *msg;
+
+    rl_kafka_wakeup_clear(&pl->cwake);
+    while (budget-- > 0 && !pl->finished) {
+        msg = rd_kafka_consumer_poll(pl->consumer, 0);
+        if (!msg)
+            return;
+        handle_consumed(pl, msg);
+    }
+    /* Yield to the backend and producer; come back on the next turn. */
+    if (!pl->finished)
+        rl_timer_start(pl->loop, &pl->again, 0);
+}
+
+static void on_consumer_wakeup(rl_loop_t *loop, int fd, int events,
+                               void *opaque)
+{
+    serve_consumer(opaque);
+}
+
+static void on_again(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
+{
+    serve_consumer(opaque);
+}
+
+/* Stores offsets, and polls the consumer even when nothing arrives:
+ * librdkafka leaves the group if the application stops polling. */
+static void on_tick(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
+{
+    rl_pipeline_t *pl = opaque;
+
+    if (pl->finished)
+        return;
+    store_offsets(pl);
+    serve_consumer(pl);
+    serve_producer(pl);
+    if (rl_loop_now_ms(loop) >= pl->next_stats_ms) {
+        rl_metrics_log(&pl->metrics, TAG);
+        pl->next_stats_ms = rl_loop_now_ms(loop) + STATS_EVERY_MS;
+    }
+    rl_timer_start(loop, &pl->tick, TICK_MS);
+}
+
+/* ------------------------------------------------------------------ */
+/* Shutdown                                                            */
+
+static void on_deadline(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
+{
+    rl_pipeline_t *pl = opaque;
+
+    if (pl->metrics.inflight > 0)
+        rl_warn(TAG,
+                "shutdown timeout: %llu event(s) still in flight are left "
+                "uncommitted and will be consumed again",
+                (unsigned long long)pl->metrics.inflight);
+    finish_shutdown(pl);
+}
+
+/*
+ * The stop itself runs from a timer, never from inside a librdkafka
+ * callback: it flushes the producer, which serves delivery reports.
+ */
+static void stop_soon(rl_pipeline_t *pl)
+{
+    if (!pl->closing && !pl->finished)
+        rl_timer_start(pl->loop, &pl->deadline, 0);
+}
+
+static void finish_shutdown(rl_pipeline_t *pl)
+{
+    rd_kafka_resp_err_t err;
+
+    if (pl->closing || pl->finished)
+        return;
+    pl->closing = 1;
+    rl_timer_stop(pl->loop, &pl->deadline);
+    rl_timer_stop(pl->loop, &pl->again);
+    rl_timer_stop(pl->loop, &pl->tick);
+
+    /* Acknowledgements that arrive while flushing finish their jobs and
+     * move the offsets, so store after the flush. */
+    err = rd_kafka_flush(pl->producer, 10000);
+    if (err)
+        rl_warn(TAG, "flush: %s; %d record(s) not acknowledged",
+                rd_kafka_err2str(err), rd_kafka_outq_len(pl->producer));
+    pl->finished = 1;
+    store_offsets(pl);
+    err = rd_kafka_commit(pl->consumer, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        rl_warn(TAG, "final commit: %s", rd_kafka_err2str(err));
+    rd_kafka_consumer_close(pl->consumer);
+    rl_metrics_log(&pl->metrics, TAG);
+    rl_info(TAG, "stopped");
+}
+
+void rl_pipeline_shutdown(rl_pipeline_t *pl)
+{
+    if (pl->finished)
+        return;
+    if (pl->draining) {
+        rl_notice(TAG, "stopping now");
+        stop_soon(pl);
+        return;
+    }
+    pl->draining = 1;
+    rl_info(TAG, "stopping: %llu event(s) in flight, waiting up to %d ms",
+            (unsigned long long)pl->metrics.inflight,
+            pl->settings->shutdown_timeout_ms);
+    set_paused(pl, 1);
+    if (pl->metrics.inflight == 0) {
+        stop_soon(pl);
+        return;
+    }
+    rl_timer_start(pl->loop, &pl->deadline, pl->settings->shutdown_timeout_ms);
+}
+
+int rl_pipeline_finished(const rl_pipeline_t *pl)
+{
+    return pl->finished;
+}
+
+int rl_pipeline_exit_status(const rl_pipeline_t *pl)
+{
+    return pl->status;
+}
+
+const rl_metrics_t *rl_pipeline_metrics(const rl_pipeline_t *pl)
+{
+    return &pl->metrics;
+}
+
+/* ------------------------------------------------------------------ */
+/* Construction                                                        */
+
+static int load_template(rl_pipeline_t *pl, char *errstr, size_t errstr_size)
+{
+    const char *path = pl->settings->template_file;
+
+    if (path && *path)
+        pl->tpl = rl_template_load(path, rl_render_names, errstr, errstr_size);
+    else
+        pl->tpl = rl_template_parse(rl_default_template,
+                                    rl_default_template_len, rl_render_names,
+                                    "<default>", errstr, errstr_size);
+    return pl->tpl ? 0 : -1;
+}
+
+/* The output and dead-letter topics must exist: a record for a missing
+ * topic would wait in the producer for minutes before failing. */
+static int check_topics(rl_pipeline_t *pl, char *errstr, size_t errstr_size)
+{
+    const char *names[2] = {pl->settings->output_topic,
+                            pl->settings->dlq_topic};
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_topic_t *rkt =
+            rd_kafka_topic_new(pl->producer, names[i], NULL);
+        rd_kafka_resp_err_t err =
+            rd_kafka_metadata(pl->producer, 0, rkt, &md, STARTUP_TIMEOUT_MS);
+        int missing = !err && (md->topic_cnt != 1 || md->topics[0].err ||
+                               md->topics[0].partition_cnt == 0);
+
+        if (err)
+            snprintf(errstr, errstr_size, "topic '%s': metadata: %s", names[i],
+                     rd_kafka_err2str(err));
+        else if (missing)
+            snprintf(errstr, errstr_size, "topic '%s' does not exist",
+                     names[i]);
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        rd_kafka_topic_destroy(rkt);
+        if (err || missing)
+            return -1;
+    }
+    return 0;
+}
+
+static int start_producer(rl_pipeline_t *pl, const rl_config_t *conf,
+                          const char *bootstrap, char *errstr,
+                          size_t errstr_size)
+{
+    rd_kafka_conf_t *kconf = rl_kafka_conf_new(
+        conf, pl->settings, RL_CLIENT_PRODUCER, bootstrap, errstr, errstr_size);
+
+    if (!kconf)
+        return -1;
+    rd_kafka_conf_set_opaque(kconf, pl);
+    rd_kafka_conf_set_dr_msg_cb(kconf, on_delivery);
+    rd_kafka_conf_set_error_cb(kconf, on_kafka_error);
+    pl->producer = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, errstr_size);
+    if (!pl->producer) {
+        rd_kafka_conf_destroy(kconf);
+        return -1;
+    }
+    pl->pqueue = rd_kafka_queue_get_main(pl->producer);
+    if (rl_kafka_wakeup_open(&pl->pwake, pl->loop, pl->pqueue,
+                             on_producer_wakeup, pl) < 0) {
+        snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    return check_topics(pl, errstr, errstr_size);
+}
+
+static int start_consumer(rl_pipeline_t *pl, const rl_config_t *conf,
+                          const char *bootstrap, char *errstr,
+                          size_t errstr_size)
+{
+    rd_kafka_conf_t *kconf = rl_kafka_conf_new(
+        conf, pl->settings, RL_CLIENT_CONSUMER, bootstrap, errstr, errstr_size);
+    rd_kafka_topic_partition_list_t *topics;
+    rd_kafka_resp_err_t err;
+
+    if (!kconf)
+        return -1;
+    rd_kafka_conf_set_opaque(kconf, pl);
+    rd_kafka_conf_set_rebalance_cb(kconf, on_rebalance);
+    rd_kafka_conf_set_error_cb(kconf, on_kafka_error);
+    pl->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, kconf, errstr, errstr_size);
+    if (!pl->consumer) {
+        rd_kafka_conf_destroy(kconf);
+        return -1;
+    }
+    rd_kafka_poll_set_consumer(pl->consumer);
+    pl->cqueue = rd_kafka_queue_get_consumer(pl->consumer);
+    if (rl_kafka_wakeup_open(&pl->cwake, pl->loop, pl->cqueue,
+                             on_consumer_wakeup, pl) < 0) {
+        snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
+        return -1;
+    }
+
+    topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, pl->settings->input_topic,
+                                      RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(pl->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err) {
+        snprintf(errstr, errstr_size, "subscribe to '%s': %s",
+                 pl->settings->input_topic, rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}
+
+rl_pipeline_t *rl_pipeline_new(rl_loop_t *loop, const rl_config_t *conf,
+                               const rl_settings_t *settings,
+                               const char *bootstrap, char *errstr,
+                               size_t errstr_size)
+{
+    rl_pipeline_t *pl = rl_xcalloc(1, sizeof(*pl));
+
+    pl->loop = loop;
+    pl->settings = settings;
+    pl->cwake.rfd = pl->pwake.rfd = -1;
+    rl_timer_init(&pl->again, on_again, pl);
+    rl_timer_init(&pl->tick, on_tick, pl);
+    rl_timer_init(&pl->deadline, on_deadline, pl);
+    pl->cache = rl_evcache_new();
+
+    if (load_template(pl, errstr, errstr_size) < 0)
+        goto fail;
+    pl->backend = rl_backend_new(loop, &settings->backend, errstr, errstr_size);
+    if (!pl->backend)
+        goto fail;
+    if (settings->evidence_topic && *settings->evidence_topic) {
+        pl->evreader =
+            rl_evreader_start(loop, conf, settings, bootstrap, pl->cache,
+                              STARTUP_TIMEOUT_MS, errstr, errstr_size);
+        if (!pl->evreader)
+            goto fail;
+    }
+    if (start_producer(pl, conf, bootstrap, errstr, errstr_size) < 0 ||
+        start_consumer(pl, conf, bootstrap, errstr, errstr_size) < 0)
+        goto fail;
+
+    rl_info(TAG,
+            "consuming '%s' as group '%s'; answers to '%s', dead "
+            "letters to '%s'; backend %s, at most %d in flight",
+            settings->input_topic, settings->group_id, settings->output_topic,
+            settings->dlq_topic, rl_backend_name(pl->backend),
+            settings->inflight_max);
+    pl->next_stats_ms = rl_loop_now_ms(loop) + STATS_EVERY_MS;
+    rl_timer_start(loop, &pl->tick, TICK_MS);
+    return pl;
+
+fail:
+    rl_pipeline_destroy(pl);
+    return NULL;
+}
+
+void rl_pipeline_destroy(rl_pipeline_t *pl)
+{
+    int i;
+
+    if (!pl)
+        return;
+    rl_timer_stop(pl->loop, &pl->again);
+    rl_timer_stop(pl->loop, &pl->tick);
+    rl_timer_stop(pl->loop, &pl->deadline);
+
+    /*
+     * Order matters.  The backend goes first, so that no callback
+     * reaches a freed job; then the producer, whose unacknowledged
+     * records may point into consumed messages (their offsets were never
+     * stored, so those events are consumed again); then the jobs, which
+     * hold the consumed messages that the consumer's destruction waits
+     * for.
+     */
+    rl_backend_destroy(pl->backend);
+    if (pl->producer) {
+        if (pl->pqueue) {
+            rd_kafka_queue_io_event_enable(pl->pqueue, -1, NULL, 0);
+            rd_kafka_queue_destroy(pl->pqueue);
+        }
+        rd_kafka_purge(pl->producer,
+                       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_destroy(pl->producer);
+    }
+    while (pl->jobs)
+        job_free(pl->jobs);
+    if (pl->consumer) {
+        rd_kafka_queue_io_event_enable(pl->cqueue, -1, NULL, 0);
+        rd_kafka_queue_destroy(pl->cqueue);
+        if (!pl->finished)
+            rd_kafka_consumer_close(pl->consumer);
+        rd_kafka_destroy(pl->consumer);
+    }
+    rl_kafka_wakeup_close(&pl->cwake, pl->loop);
+    rl_kafka_wakeup_close(&pl->pwake, pl->loop);
+    rl_evreader_stop(pl->evreader);
+    for (i = 0; i < pl->nparts; i++)
+        if (pl->parts[i])
+            part_release(pl->parts[i]);
+    free(pl->parts);
+    rl_evcache_destroy(pl->cache);
+    rl_template_destroy(pl->tpl);
+    rl_buf_free(&pl->scratch);
+    free(pl);
+}
