@@ -193,6 +193,9 @@ rl_mock_t *rl_mock_start(const char *const *topics, int partitions,
     const char *const *t;
 
     rd_kafka_conf_set_log_cb(kconf, rl_kafka_log_cb);
+    /* This handle only hosts the cluster and never connects: spare the
+     * operator its warning about having no bootstrap servers. */
+    rd_kafka_conf_set(kconf, "log_level", "4", NULL, 0);
     mock->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, errstr_size);
     if (!mock->rk) {
         rd_kafka_conf_destroy(kconf);

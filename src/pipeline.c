@@ -289,9 +289,14 @@ static void job_finish(job_t *job)
     }
 }
 
-static const char *job_id(const job_t *job)
+/* The event's id for log lines; for an event that did not parse, what
+ * can be read of it. */
+static const char *job_id(const job_t *job, char *dst, size_t dst_size)
 {
-    return job->ev.id ? job->ev.id : "";
+    if (job->ev.id)
+        return job->ev.id;
+    rl_event_peek_id(job->msg->payload, job->msg->len, dst, dst_size);
+    return *dst ? dst : "(none)";
 }
 
 static void fatal(rl_pipeline_t *pl, const char *why)
@@ -354,11 +359,12 @@ static void dead_letter(job_t *job, rl_errclass_t cls, const char *why)
     const rd_kafka_message_t *m = job->msg;
     rd_kafka_headers_t *hdrs = input_headers(job);
     rd_kafka_resp_err_t err;
-    char num[32];
+    char num[32], id[128];
 
     rl_warn(TAG, "%s [%d] offset %lld id '%s': %s: %s; dead-lettered",
             rd_kafka_topic_name(m->rkt), (int)m->partition,
-            (long long)m->offset, job_id(job), rl_errclass_name(cls), why);
+            (long long)m->offset, job_id(job, id, sizeof(id)),
+            rl_errclass_name(cls), why);
 
     add_header(hdrs, "ragline.error.class", rl_errclass_name(cls));
     add_header(hdrs, "ragline.error.message", why);
