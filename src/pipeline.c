@@ -216,7 +216,7 @@ static void check_cap(rl_pipeline_t *pl)
     if (!pl->paused && pl->metrics.inflight >= cap) {
         set_paused(pl, 1);
         pl->metrics.pauses++;
-    } else if (pl->paused && pl->metrics.inflight <= cap - (cap + 3) / 4) {
+    } else if (pl->paused && pl->metrics.inflight <= cap / 2) {
         set_paused(pl, 0);
     }
 }
@@ -644,6 +644,7 @@ static void handle_consumed(rl_pipeline_t *pl, rd_kafka_message_t *msg)
         return;
     }
     job_start(job_new(pl, part, ticket, msg));
+    check_cap(pl);
 }
 
 static void serve_consumer(rl_pipeline_t *pl)
