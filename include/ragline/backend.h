@@ -41,9 +41,9 @@ typedef struct rl_backend_conf_s {
 /** The outcome of one call.  Strings are owned by the backend and valid
  *  only during the callback. */
 typedef struct rl_backend_result_s {
-    int ok;          /**< 1: text holds the answer */
-    int retriable;   /**< on failure: a retry might succeed */
-    int http_status; /**< 0 when no HTTP reply was received */
+    int ok;            /**< 1: text holds the answer */
+    int retriable;     /**< on failure: a retry might succeed */
+    int http_status;   /**< 0 when no HTTP reply was received */
     const char *error; /**< one line, on failure */
     const char *text;
     size_t text_len;
@@ -92,8 +92,18 @@ const char *rl_backend_name(const rl_backend_t *backend);
 /** @returns the configured model name ("" if none). */
 const char *rl_backend_model(const rl_backend_t *backend);
 
-/** @brief Cancels what is in flight (no callbacks) and frees. */
+/**
+ * @brief Cancels what is in flight (no callbacks) and frees.  NULL is a
+ *        no-op.  Call it before destroying the loop, and never from one
+ *        of this backend's callbacks.
+ */
 void rl_backend_destroy(rl_backend_t *backend);
+
+/**
+ * @returns 1 if a failure with this HTTP status may succeed when tried
+ *          again (0 = no reply, 408, 409, 424, 429, 5xx), else 0.
+ */
+int rl_backend_status_retriable(int http_status);
 
 /**
  * @brief Interprets one HTTP reply (exposed for unit tests).
