@@ -229,8 +229,13 @@ void rl_timer_start(rl_loop_t *loop, rl_timer_t *timer, int64_t delay_ms)
     rl_timer_stop(loop, timer);
     if (delay_ms < 0)
         delay_ms = 0;
-    /* Rounded up, so that a timer never fires before its delay. */
-    timer->due_ms = (rl_now_us() + 999) / 1000 + delay_ms;
+    /* Rounded up, so that a timer never fires before its delay; but a
+     * 0 ms timer means "on the next turn" and must not wait for the
+     * clock to tick (libcurl asks for one each time work is added). */
+    if (delay_ms == 0)
+        timer->due_ms = rl_now_us() / 1000;
+    else
+        timer->due_ms = (rl_now_us() + 999) / 1000 + delay_ms;
     if (loop->nheap + 1 >= loop->heap_cap) {
         loop->heap_cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
         loop->heap =
