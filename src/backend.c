@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,25 +115,66 @@ static void result_init(rl_backend_result_t *res, int http_status)
     res->total_tokens = -1;
 }
 
-/* Appends @p s cut to @p max bytes (at a UTF-8 boundary, marked with
- * "..."), with control characters turned to spaces so the result stays
- * on one line. */
+/* @returns the length of the UTF-8 sequence a lead byte starts, or 0. */
+static size_t utf8_lead_len(unsigned char c)
+{
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        return 2;
+    if (c >= 0xE0 && c <= 0xEF)
+        return 3;
+    if (c >= 0xF0 && c <= 0xF4)
+        return 4;
+    return 0;
+}
+
+/* @returns the length of the valid UTF-8 sequence at @p s (at most @p n
+ *          bytes long), or 0 if the bytes there are not one. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    size_t len = utf8_lead_len(s[0]), i;
+    uint32_t cp;
+
+    if (len == 0 || len > n)
+        return 0;
+    if (len == 1)
+        return 1;
+    cp = s[0] & (0x7F >> len);
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3F);
+    }
+    /* overlong forms, surrogates and beyond U+10FFFF */
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+        return 0;
+    return len;
+}
+
+/* Appends at most @p max bytes of @p s as one line of valid UTF-8:
+ * control characters become spaces and invalid bytes '?', since the
+ * line ends up in logs and in JSON dead-letter records.  A cut is made
+ * between characters and marked with "...". */
 static void put_one_line(rl_buf_t *out, const char *s, size_t len, size_t max)
 {
-    size_t i, n = len;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, n;
 
-    if (n > max) {
-        n = max;
-        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-            n--;
+    while (i < len) {
+        n = utf8_len(u + i, len - i);
+        if (i + (n ? n : 1) > max)
+            break;
+        if (n == 0)
+            rl_buf_putc(out, '?');
+        else if (n == 1 && (u[i] < 0x20 || u[i] == 0x7f))
+            rl_buf_putc(out, ' ');
+        else
+            rl_buf_append(out, s + i, n);
+        i += n ? n : 1;
     }
-    rl_buf_reserve(out, n + 3);
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        rl_buf_putc(out, c < 0x20 || c == 0x7f ? ' ' : (char)c);
-    }
-    if (n < len)
+    if (i < len)
         rl_buf_puts(out, "...");
 }
 

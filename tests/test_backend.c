@@ -233,6 +233,32 @@ static void test_parse_long_message_is_one_short_line(void **state)
     rl_buf_free(&body);
 }
 
+static void test_parse_error_line_is_valid_utf8(void **state)
+{
+    /* bad bytes: a stray continuation, an overlong '/', a surrogate, a
+     * lead byte cut short; then a character cut by the 200-byte limit */
+    static const char body[] = "a\x80"
+                               "b\xc0\xaf"
+                               "c\xed\xa0\x80"
+                               "d\xe2\x82";
+    rl_buf_t big = RL_BUF_INIT;
+    parsed_t p;
+    int i;
+
+    parse(&p, RL_API_CHAT, 502, body);
+    assert_string_equal(p.res.error, "HTTP 502: a?b??c???d??");
+    json_decref(p.scratch);
+
+    for (i = 0; i < 199; i++)
+        rl_buf_putc(&big, 'x');
+    rl_buf_puts(&big, "\xe2\x82\xac tail");
+    parse(&p, RL_API_CHAT, 502, big.data);
+    assert_int_equal(strlen(p.res.error), strlen("HTTP 502: ") + 199 + 3);
+    assert_string_equal(p.res.error + strlen(p.res.error) - 4, "x...");
+    json_decref(p.scratch);
+    rl_buf_free(&big);
+}
+
 static void test_classification_table(void **state)
 {
     static const struct {
@@ -1082,6 +1108,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_parse_error_shapes),
         cmocka_unit_test(test_parse_unparseable_2xx),
         cmocka_unit_test(test_parse_long_message_is_one_short_line),
+        cmocka_unit_test(test_parse_error_line_is_valid_utf8),
         cmocka_unit_test(test_classification_table),
     };
     const struct CMUnitTest integration[] = {
