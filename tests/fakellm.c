@@ -789,6 +789,8 @@ static int parse_request(const char *data, size_t len, long max_body,
     if (!end)
         return len > MAX_HEAD ? 431 : 0;
     req->head_len = (size_t)(end - data) + 4;
+    if (req->head_len > MAX_HEAD)
+        return 431;
 
     eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
     rc = parse_request_line(line, (size_t)(eol - line), req);
