@@ -98,3 +98,9 @@ def pytest_runtest_makereport(item, call):
         report.sections.append(
             (f"{label}: {path}", harness.tail(path, lines))
         )
+
+
+def pytest_collection_modifyitems(items):
+    """The harness's own tests first: when they fail, the others' failures
+    say nothing about ragline."""
+    items.sort(key=lambda item: item.fspath.basename != "test_harness.py")

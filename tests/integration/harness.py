@@ -205,6 +205,7 @@ def produce(bootstrap, topic, records, timeout=60):
                 producer.poll(0.1)
         producer.poll(0)
     left = producer.flush(timeout)
+    producer.close()
     assert left == 0, f"{left} records still unsent to {topic} after {timeout}s"
     assert not errors, f"delivery to {topic} failed: {errors[:5]}"
     return placed
@@ -474,7 +475,7 @@ def load_json(name):
 
 
 def answers_by_id(records):
-    """{id: [answer JSON, ...]} of output records, duplicates kept."""
+    """{event id: [Record, ...]} of output records, duplicates kept."""
     found = {}
     for r in records:
         found.setdefault(r.json()["id"], []).append(r)
