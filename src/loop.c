@@ -30,6 +30,7 @@ struct rl_loop_s {
     rl_timer_t **heap; /**< heap[1..nheap], 1-based; heap[0] unused */
     size_t nheap;
     size_t heap_cap;
+    uint64_t timer_seq; /**< bumped by every rl_timer_start() */
 };
 
 int64_t rl_now_us(void)
@@ -199,6 +200,7 @@ void rl_timer_init(rl_timer_t *timer, rl_timer_cb *cb, void *opaque)
 {
     timer->due_ms = 0;
     timer->heap_index = 0;
+    timer->seq = 0;
     timer->cb = cb;
     timer->opaque = opaque;
 }
@@ -236,6 +238,7 @@ void rl_timer_start(rl_loop_t *loop, rl_timer_t *timer, int64_t delay_ms)
         timer->due_ms = rl_now_us() / 1000;
     else
         timer->due_ms = (rl_now_us() + 999) / 1000 + delay_ms;
+    timer->seq = loop->timer_seq++;
     if (loop->nheap + 1 >= loop->heap_cap) {
         loop->heap_cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
         loop->heap =
@@ -246,11 +249,18 @@ void rl_timer_start(rl_loop_t *loop, rl_timer_t *timer, int64_t delay_ms)
     heap_up(loop, loop->nheap);
 }
 
+/*
+ * Runs the expired timers that were started before this turn.  A timer
+ * a callback starts now, even a 0 ms one, waits for the next turn, so
+ * that a callback re-arming itself cannot keep the loop from epoll.
+ */
 static int run_timers(rl_loop_t *loop)
 {
+    uint64_t limit = loop->timer_seq;
     int ran = 0;
 
-    while (loop->nheap && loop->heap[1]->due_ms <= loop->now_ms) {
+    while (loop->nheap && loop->heap[1]->due_ms <= loop->now_ms &&
+           loop->heap[1]->seq < limit) {
         rl_timer_t *t = loop->heap[1];
 
         rl_timer_stop(loop, t);

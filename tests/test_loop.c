@@ -133,12 +133,46 @@ static void test_timer_heap_stress(void **state)
     rl_loop_destroy(loop);
 }
 
+/* A 0 ms timer that re-arms itself runs once per turn, so fd events
+ * still get through between its runs. */
+static void on_rearm(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
+{
+    int *runs = opaque;
+
+    (*runs)++;
+    rl_timer_start(loop, timer, 0);
+}
+
+static void test_zero_timer_does_not_starve_io(void **state)
+{
+    rl_loop_t *loop = rl_loop_new();
+    io_state_t st = {0, -1};
+    rl_timer_t timer;
+    int fds[2], runs = 0, turns;
+
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(rl_loop_io_add(loop, fds[0], RL_IO_READ, on_read, &st), 0);
+    rl_timer_init(&timer, on_rearm, &runs);
+    rl_timer_start(loop, &timer, 0);
+    assert_int_equal(write(fds[1], "x", 1), 1);
+
+    for (turns = 0; turns < 5 && st.calls == 0; turns++)
+        rl_loop_run_once(loop, 1000);
+    assert_int_equal(st.calls, 1);
+    assert_true(runs >= 1 && runs <= turns);
+
+    rl_timer_stop(loop, &timer);
+    rl_loop_destroy(loop);
+    close(fds[0]), close(fds[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_io_ready_and_removed),
         cmocka_unit_test(test_timers_in_order),
         cmocka_unit_test(test_timer_heap_stress),
+        cmocka_unit_test(test_zero_timer_does_not_starve_io),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

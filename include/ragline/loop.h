@@ -36,6 +36,7 @@ typedef void(rl_timer_cb)(rl_loop_t *loop, rl_timer_t *timer, void *opaque);
 struct rl_timer_s {
     int64_t due_ms;    /**< monotonic deadline while active */
     size_t heap_index; /**< position in the loop's heap; 0 = inactive */
+    uint64_t seq;      /**< start order, so a turn runs only older timers */
     rl_timer_cb *cb;
     void *opaque;
 };
