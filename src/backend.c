@@ -16,6 +16,7 @@
 #include "ragline/backend.h"
 #include "ragline/buf.h"
 #include "ragline/log.h"
+#include "ragline/retry.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -25,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #define TAG "backend"
 
@@ -53,7 +56,9 @@ struct call_s {
     rl_buf_t body;  /**< request JSON; curl reads it in place */
     rl_buf_t reply; /**< reply body, or the builtin answer */
     char request_id[MAX_REQUEST_ID + 1];
-    int too_big; /**< the write callback refused the reply */
+    int too_big;             /**< the write callback refused the reply */
+    char retry_after[64];    /**< Retry-After of the last response */
+    char retry_after_ms[32]; /**< retry-after-ms of the last response */
     int64_t start_us;
     rl_backend_done_cb *cb;
     void *opaque;
@@ -113,6 +118,7 @@ static void result_init(rl_backend_result_t *res, int http_status)
     res->prompt_tokens = -1;
     res->completion_tokens = -1;
     res->total_tokens = -1;
+    res->retry_after_ms = -1;
 }
 
 /* @returns the length of the UTF-8 sequence a lead byte starts, or 0. */
@@ -614,6 +620,42 @@ static size_t on_reply_data(char *data, size_t size, size_t n, void *opaque)
     return len;
 }
 
+/* Keeps @p value if header line @p line is "@p name: value". */
+static void keep_header(const char *line, size_t len, const char *name,
+                        char *value, size_t value_size)
+{
+    size_t n = strlen(name);
+
+    if (len <= n || line[n] != ':' || strncasecmp(line, name, n) != 0)
+        return;
+    line += n + 1;
+    len -= n + 1;
+    while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
+        len--;
+    if (len >= value_size)
+        len = value_size - 1; /* a longer hint is not valid anyway */
+    memcpy(value, line, len);
+    value[len] = '\0';
+}
+
+/* CURLOPT_HEADERFUNCTION: keeps the two retry hints of the final
+ * response (a status line starts each response, 100 Continue too). */
+static size_t on_reply_header(char *line, size_t size, size_t n, void *opaque)
+{
+    call_t *call = opaque;
+    size_t len = size * n;
+
+    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        call->retry_after[0] = '\0';
+        call->retry_after_ms[0] = '\0';
+    }
+    keep_header(line, len, "retry-after", call->retry_after,
+                sizeof(call->retry_after));
+    keep_header(line, len, "retry-after-ms", call->retry_after_ms,
+                sizeof(call->retry_after_ms));
+    return len;
+}
+
 /* Sets the options every request of this backend shares. */
 static int setup_easy(rl_backend_t *be, call_t *call)
 {
@@ -630,6 +672,8 @@ static int setup_easy(rl_backend_t *be, call_t *call)
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, be->timeout_ms);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_reply_data);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_reply_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
     curl_easy_setopt(e, CURLOPT_PRIVATE, call);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
     call->easy = e;
@@ -761,6 +805,8 @@ static int prepare_http(rl_backend_t *be, call_t *call,
     curl_easy_setopt(call->easy, CURLOPT_POSTFIELDSIZE_LARGE,
                      (curl_off_t)call->body.len);
     call->errbuf[0] = '\0';
+    call->retry_after[0] = '\0';
+    call->retry_after_ms[0] = '\0';
     call->too_big = 0;
     rl_buf_reset(&call->reply);
     return 0;
@@ -838,6 +884,21 @@ static void transport_failure(rl_backend_t *be, call_t *call, CURLcode code,
     res->error = line;
 }
 
+/* @returns the server's hint of when to retry, in ms, or -1. */
+static long long retry_hint(const call_t *call)
+{
+    struct timespec now;
+
+    if (!call->retry_after[0] && !call->retry_after_ms[0])
+        return -1;
+    /* an HTTP-date hint is relative to the wall clock */
+    clock_gettime(CLOCK_REALTIME, &now);
+    return rl_retry_after_ms(
+        call->retry_after_ms[0] ? call->retry_after_ms : NULL,
+        call->retry_after[0] ? call->retry_after : NULL,
+        (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+}
+
 static void finish_http(rl_backend_t *be, call_t *call, CURLcode code)
 {
     rl_backend_result_t res;
@@ -853,6 +914,8 @@ static void finish_http(rl_backend_t *be, call_t *call, CURLcode code)
         transport_failure(be, call, code, &res, line, sizeof(line));
     }
     res.elapsed_ms = elapsed_ms(call);
+    if (!res.ok)
+        res.retry_after_ms = retry_hint(call);
     rl_debug(TAG, "request %s: %s, HTTP %d, %.1f ms", call->request_id,
              res.ok          ? "ok"
              : res.retriable ? "retriable"

@@ -66,6 +66,7 @@ static void test_parse_chat_success(void **state)
     assert_int_equal(p.res.prompt_tokens, 12);
     assert_int_equal(p.res.completion_tokens, 2);
     assert_int_equal(p.res.total_tokens, 14);
+    assert_int_equal(p.res.retry_after_ms, -1);
     json_decref(p.scratch);
 }
 
@@ -431,6 +432,7 @@ typedef struct outcome_s {
     int ok, retriable, http_status;
     char *error, *text, *finish_reason, *model;
     long long prompt_tokens, completion_tokens, total_tokens;
+    long long retry_after_ms;
     double elapsed_ms;
 } outcome_t;
 
@@ -468,6 +470,7 @@ static void on_done(void *opaque, const rl_backend_result_t *res)
     o->completion_tokens = res->completion_tokens;
     o->total_tokens = res->total_tokens;
     o->elapsed_ms = res->elapsed_ms;
+    o->retry_after_ms = res->retry_after_ms;
 }
 
 static void outcome_free(outcome_t *o)
@@ -881,6 +884,7 @@ static void test_http_errors_classified(void **state)
     outcome_free(&o);
 
     call_once(h, "e-400", "FAKELLM:status=400", &o);
+    assert_int_equal(o.retry_after_ms, -1); /* no hint sent */
     assert_int_equal(o.ok, 0);
     assert_int_equal(o.retriable, 0);
     assert_int_equal(o.http_status, 400);
@@ -912,6 +916,27 @@ static void test_http_errors_classified(void **state)
     assert_int_equal(o.http_status, 0);
     outcome_free(&o);
     close_backend(h);
+}
+
+static void test_retry_after_hint(void **state)
+{
+    static const char *const args[] = {"--error-rate", "1", "--retry-after",
+                                       "2", NULL};
+    harness_t *h = *state;
+    server_t busy;
+    rl_backend_conf_t conf;
+    outcome_t o;
+
+    server_start(&busy, args);
+    conf = base_conf(RL_API_COMPLETIONS, busy.base);
+    open_backend(h, &conf);
+    call_once(h, "busy-1", "hello", &o);
+    assert_int_equal(o.http_status, 503);
+    assert_int_equal(o.retriable, 1);
+    assert_int_equal(o.retry_after_ms, 2000);
+    outcome_free(&o);
+    close_backend(h);
+    server_stop(&busy);
 }
 
 static void test_huge_reply_is_permanent(void **state)
@@ -1122,6 +1147,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_connection_refused_is_retriable,
                                reset_counts),
         cmocka_unit_test_setup(test_http_errors_classified, reset_counts),
+        cmocka_unit_test_setup(test_retry_after_hint, reset_counts),
         cmocka_unit_test_setup(test_huge_reply_is_permanent, reset_counts),
         cmocka_unit_test_setup(test_connections_are_reused, reset_counts),
         cmocka_unit_test_setup(test_builtin_backend, reset_counts),

@@ -53,6 +53,9 @@ typedef struct rl_backend_result_s {
     long long completion_tokens;
     long long total_tokens;
     double elapsed_ms;
+    /** on failure: the server's Retry-After / retry-after-ms hint in ms
+     *  (see rl_retry_after_ms()), or -1 when it gave none */
+    long long retry_after_ms;
 } rl_backend_result_t;
 
 typedef void(rl_backend_done_cb)(void *opaque,
