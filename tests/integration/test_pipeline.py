@@ -223,3 +223,35 @@ def test_backend_failure_is_dead_lettered_and_partition_moves_on(rl):
         placed[9],
         t.input,
     )
+
+
+def test_backlog_beyond_the_inflight_window_is_answered(rl):
+    """A backlog far larger than inflight.max is worked through at the
+    backend's pace: no event waits so long for its turn that it times out
+    and is dead-lettered (backend.timeout.ms is the time one request may
+    take, not the time an event may wait behind the others)."""
+    t = rl.topics()
+    llm = rl.fakellm(latency_ms=200)
+    events = [make_event(n, f"conv-{n % 13}") for n in range(200)]
+    rl.produce(t.input, harness.event_records(events))
+    # 200 events, 4 at a time, 200 ms each: about 10 s of work, five
+    # times the 2 s a single request may take.
+    extra = {"inflight.max": 4, "backend.timeout.ms": 2000}
+
+    worker = rl.worker(t, llm, extra=extra)
+    c = rl.collector(t.output, t.dlq)
+    c.until(
+        lambda c: c.count(t.output) + c.count(t.dlq) >= 200,
+        120,
+        "200 answers or dead letters",
+    )
+    c.settle(1)
+    worker.expect_clean_exit(30)
+    timed_out = [
+        (r.key.decode(), r.header("ragline.error.message"))
+        for r in c.records[t.dlq]
+    ]
+    assert not timed_out, f"{len(timed_out)} dead-lettered, e.g. {timed_out[:3]}"
+    assert set(harness.answers_by_id(c.records[t.output])) == {
+        e["id"] for e in events
+    }

@@ -124,3 +124,30 @@ def test_shutdown_timeout_leaves_slow_events_for_the_successor(rl):
     assert set(answers) == ids
     assert len(answers["ev-0"]) == 1
     assert c.count(t.dlq) == 0
+
+
+def test_inflight_cap_bounds_what_a_stop_must_drain(rl):
+    """inflight.max bounds the events taken from Kafka and not yet
+    finished ("events in flight at once"), so a stop drains at most that
+    many: with a cap of 4 and 1 s replies, a SIGTERM just after the first
+    answers leaves the rest of 200 events to the successor."""
+    cap = 4
+    t = rl.topics()
+    llm = rl.fakellm(latency_ms=1000)
+    ids = produce_events(rl, t.input, 200)
+    extra = {"inflight.max": cap, "shutdown.timeout.ms": 30000}
+
+    first = rl.worker(t, llm, extra=extra, name="ragline-1")
+    c = rl.collector(t.output, t.dlq)
+    c.until(lambda c: c.count(t.output) >= 1, 60, "a first answer")
+    took = first.expect_clean_exit(40)
+    c.settle(1)
+    drained = len(answered(c, t.output))
+    print(f"answered by the first worker: {drained}, stopped in {took:.1f}s")
+    # The first answers, plus what was in flight at the signal; a little
+    # slack for answers that landed between the poll and the signal.
+    assert drained <= 3 * cap, (
+        f"{drained} events answered by a worker capped at {cap} in flight "
+        "and stopped after its first answers"
+    )
+    assert drained < len(ids)
