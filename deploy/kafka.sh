@@ -190,21 +190,28 @@ format() {
         die "formatting $dir/data failed: $(cat "$dir/format.out")"
 }
 
+# Prints what the broker logged since byte $2 of its log: broker.log is
+# appended to by every start, and only this start's lines count.
+log_since() {
+    tail -c "+$(($2 + 1))" "$1/broker.log" 2>/dev/null || true
+}
+
 # A broker is ready when it answers a metadata request with itself in it.
 # Without kcat, the broker's own "started" line has to do.
 answers() {
-    local dir=$1 bootstrap=$2
+    local dir=$1 bootstrap=$2 since=$3
     if command -v kcat >/dev/null 2>&1; then
         kcat -L -b "$bootstrap" -m 5 2>/dev/null | grep -q ' 1 brokers:'
     else
-        grep -q 'Kafka Server started' "$dir/broker.log" 2>/dev/null
+        log_since "$dir" "$since" | grep -q 'Kafka Server started'
     fi
 }
 
 # Starts the JVM and waits.  Returns 0 when ready, 2 when the ports were
 # taken (the caller retries with others), exits on any other failure.
 launch() {
-    local dir=$1 port=$2 deadline pid
+    local dir=$1 port=$2 deadline pid since
+    since=$(stat -c %s "$dir/broker.log" 2>/dev/null || echo 0)
     # setsid: the broker must not get the terminal's Ctrl-C meant for a
     # test run that started it; the harness stops it itself.
     # shellcheck disable=SC2086 # JAVA_OPTS is a list of options
@@ -218,14 +225,14 @@ launch() {
     while [ $SECONDS -lt $deadline ]; do
         if ! kill -0 "$pid" 2>/dev/null; then
             rm -f "$dir/pid"
-            if grep -qs 'Address already in use' \
-                "$dir/broker.log" "$dir/broker.out"; then
+            if { log_since "$dir" "$since" && cat "$dir/broker.out"; } |
+                grep -q 'Address already in use'; then
                 return 2
             fi
             tail -n 30 "$dir/broker.out" "$dir/broker.log" >&2 || true
             die "the broker exited during start; see $dir/broker.log"
         fi
-        if answers "$dir" "127.0.0.1:$port"; then
+        if answers "$dir" "127.0.0.1:$port" "$since"; then
             echo "127.0.0.1:$port" >"$dir/bootstrap"
             return 0
         fi
