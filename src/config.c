@@ -55,19 +55,35 @@ typedef enum {
     K_BACKEND_API_KEY_ENV,
     K_BACKEND_API_KEY_FILE,
     K_BACKEND_CONNECT_TIMEOUT_MS,
+    K_BACKEND_DEADLINE_MS,
     K_BACKEND_MAX_REPLY_BYTES,
     K_BACKEND_MAX_TOKENS,
     K_BACKEND_MODEL,
+    K_BACKEND_RETRY_BASE_MS,
+    K_BACKEND_RETRY_MAX_ATTEMPTS,
+    K_BACKEND_RETRY_MAX_BACKOFF_MS,
+    K_BACKEND_RETRY_MAX_RETRY_AFTER_MS,
     K_BACKEND_SYSTEM_PROMPT,
     K_BACKEND_TEMPERATURE,
     K_BACKEND_TIMEOUT_MS,
     K_BACKEND_URL,
+    K_BREAKER_ERROR_RATE,
+    K_BREAKER_FAILURES,
+    K_BREAKER_MAX_OPEN_MS,
+    K_BREAKER_MIN_CALLS,
+    K_BREAKER_OPEN_MS,
+    K_BREAKER_WINDOW_MS,
+    K_DELIVERY,
     K_GROUP_ID,
     K_INFLIGHT_MAX,
+    K_INFLIGHT_PARTITION_MAX,
+    K_INSTANCE_ID,
     K_LIMITS_DEPTH,
     K_LIMITS_EVENT_BYTES,
     K_LIMITS_TURNS,
     K_LOG_LEVEL,
+    K_ORDERING,
+    K_REBALANCE_TIMEOUT_MS,
     K_SHUTDOWN_TIMEOUT_MS,
     K_TEMPLATE_FILE,
     K_TOPIC_DLQ,
@@ -78,6 +94,10 @@ typedef enum {
 } key_id_t;
 
 static const char *const api_choices[] = {"chat", "completions", NULL};
+static const char *const delivery_choices[] = {"at-least-once", "exactly-once",
+                                               NULL};
+static const char *const ordering_choices[] = {"key", "partition", "none",
+                                               NULL};
 static const char *const level_choices[] = {"error", "warn",  "notice",
                                             "info",  "debug", NULL};
 
@@ -112,6 +132,10 @@ static const key_def_t keys[K_COUNT] = {
         INT("backend.connect.timeout.ms", "5000", 1, 600000,
             "Time allowed to connect to the "
             "backend."),
+    [K_BACKEND_DEADLINE_MS] =
+        INT("backend.deadline.ms", "120000", 0, 86400000,
+            "Time an event may spend on backend attempts and their "
+            "backoff, while the backend is up; 0 = no limit."),
     [K_BACKEND_MAX_REPLY_BYTES] =
         INT("backend.max.reply.bytes", "4194304", 1024, 1073741824,
             "A larger backend reply fails the "
@@ -121,6 +145,18 @@ static const key_def_t keys[K_COUNT] = {
                                  "(completions sends 256)."),
     [K_BACKEND_MODEL] =
         STR("backend.model", "", "Model name sent with each request."),
+    [K_BACKEND_RETRY_BASE_MS] =
+        INT("backend.retry.base.ms", "200", 1, 3600000,
+            "Backoff ceiling of the first retry; doubles per attempt."),
+    [K_BACKEND_RETRY_MAX_ATTEMPTS] =
+        INT("backend.retry.max.attempts", "5", 1, 1000,
+            "Attempts per event, the first included; 1 = no retries."),
+    [K_BACKEND_RETRY_MAX_BACKOFF_MS] =
+        INT("backend.retry.max.backoff.ms", "10000", 1, 3600000,
+            "Largest backoff ceiling; the delay is drawn below it."),
+    [K_BACKEND_RETRY_MAX_RETRY_AFTER_MS] =
+        INT("backend.retry.max.retry.after.ms", "30000", 0, 3600000,
+            "Longest Retry-After hint honoured; 0 = ignore hints."),
     [K_BACKEND_SYSTEM_PROMPT] = STR("backend.system.prompt", "",
                                     "System message put before the prompt "
                                     "(chat API only)."),
@@ -133,10 +169,39 @@ static const key_def_t keys[K_COUNT] = {
     [K_BACKEND_URL] = {"backend.url", KEY_STRING, "", 0, 0, NULL, SHOW_URL,
                        "Base URL of an OpenAI-compatible server; empty = the "
                        "builtin backend."},
+    [K_BREAKER_ERROR_RATE] =
+        DBL("breaker.error.rate", "0.5", 0, 1,
+            "Failed share of backend calls in the window that opens the "
+            "circuit; 0 = off."),
+    [K_BREAKER_FAILURES] =
+        INT("breaker.failures", "5", 0, 1000000,
+            "Consecutive failed backend calls that open the circuit; "
+            "0 = off."),
+    [K_BREAKER_MAX_OPEN_MS] =
+        INT("breaker.max.open.ms", "30000", 1, 3600000,
+            "Longest wait between probes of an open circuit."),
+    [K_BREAKER_MIN_CALLS] =
+        INT("breaker.min.calls", "20", 1, 1000000,
+            "Calls in the window before the error rate counts."),
+    [K_BREAKER_OPEN_MS] =
+        INT("breaker.open.ms", "1000", 1, 3600000,
+            "Wait before the first probe of an open circuit; doubles "
+            "while probes fail."),
+    [K_BREAKER_WINDOW_MS] = INT("breaker.window.ms", "10000", 1000, 3600000,
+                                "Window of the error rate, in whole seconds."),
+    [K_DELIVERY] = ENUM("delivery", "at-least-once", delivery_choices,
+                        "Delivery guarantee; exactly-once uses Kafka "
+                        "transactions."),
     [K_GROUP_ID] = STR("group.id", "ragline", "Kafka consumer group."),
     [K_INFLIGHT_MAX] = INT("inflight.max", "1024", 1, 100000,
                            "Events in flight at once; also the backend's "
                            "connection pool size."),
+    [K_INFLIGHT_PARTITION_MAX] =
+        INT("inflight.partition.max", "0", 0, 100000,
+            "Events in flight at once per partition; 0 = inflight.max."),
+    [K_INSTANCE_ID] = STR("instance.id", "",
+                          "Stable name of this worker, unique in its "
+                          "group; required for exactly-once."),
     [K_LIMITS_DEPTH] = INT("limits.depth", "64", 6, 2048,
                            "Deepest nesting of arrays and objects in an "
                            "event."),
@@ -147,6 +212,13 @@ static const key_def_t keys[K_COUNT] = {
                            "Most history turns an event may have."),
     [K_LOG_LEVEL] =
         ENUM("log.level", "info", level_choices, "Least severe level logged."),
+    [K_ORDERING] = ENUM("ordering", "key", ordering_choices,
+                        "Events one at a time, in offset order, per key, "
+                        "per partition, or none."),
+    [K_REBALANCE_TIMEOUT_MS] =
+        INT("rebalance.timeout.ms", "10000", 0, 600000,
+            "Time a revoked partition's in-flight events get to finish "
+            "before they are abandoned to the next owner."),
     [K_SHUTDOWN_TIMEOUT_MS] = INT("shutdown.timeout.ms", "30000", 0, 3600000,
                                   "Time allowed to finish in-flight events "
                                   "on shutdown."),
@@ -790,6 +862,46 @@ static void fill_backend(rl_config_t *conf, rl_backend_conf_t *b)
     b->max_reply_bytes = (size_t)int_of(conf, K_BACKEND_MAX_REPLY_BYTES);
 }
 
+static int choice_of(const rl_config_t *conf, key_id_t id)
+{
+    const char *v = value_of(conf, id);
+    int i;
+
+    for (i = 0; keys[id].choices[i]; i++)
+        if (strcmp(v, keys[id].choices[i]) == 0)
+            return i;
+    return 0;
+}
+
+/* Ordering, caps, delivery, retries and the breaker. */
+static void fill_reliability(const rl_config_t *conf, rl_settings_t *s)
+{
+    long long pmax = int_of(conf, K_INFLIGHT_PARTITION_MAX);
+    double rate = 0.0;
+
+    s->partition_inflight_max =
+        pmax > 0 && pmax < s->inflight_max ? (int)pmax : s->inflight_max;
+    s->ordering = (rl_ordering_t)choice_of(conf, K_ORDERING);
+    s->exactly_once = choice_of(conf, K_DELIVERY) == 1;
+    s->instance_id = value_of(conf, K_INSTANCE_ID);
+    s->rebalance_timeout_ms = (int)int_of(conf, K_REBALANCE_TIMEOUT_MS);
+
+    s->retry.max_attempts = (int)int_of(conf, K_BACKEND_RETRY_MAX_ATTEMPTS);
+    s->retry.base_ms = int_of(conf, K_BACKEND_RETRY_BASE_MS);
+    s->retry.max_backoff_ms = int_of(conf, K_BACKEND_RETRY_MAX_BACKOFF_MS);
+    s->retry.max_retry_after_ms =
+        int_of(conf, K_BACKEND_RETRY_MAX_RETRY_AFTER_MS);
+    s->retry.deadline_ms = int_of(conf, K_BACKEND_DEADLINE_MS);
+
+    parse_double(value_of(conf, K_BREAKER_ERROR_RATE), &rate);
+    s->breaker.failures = (int)int_of(conf, K_BREAKER_FAILURES);
+    s->breaker.error_rate = rate;
+    s->breaker.window_ms = int_of(conf, K_BREAKER_WINDOW_MS);
+    s->breaker.min_calls = (int)int_of(conf, K_BREAKER_MIN_CALLS);
+    s->breaker.open_ms = int_of(conf, K_BREAKER_OPEN_MS);
+    s->breaker.max_open_ms = int_of(conf, K_BREAKER_MAX_OPEN_MS);
+}
+
 /* Topics that must not be the same: ragline would read its own output. */
 static int check_topics(const rl_settings_t *s, char *errstr,
                         size_t errstr_size)
@@ -842,8 +954,16 @@ const rl_settings_t *rl_config_validate(rl_config_t *conf, char *errstr,
     rl_log_level_parse(value_of(conf, K_LOG_LEVEL), &s->log_level);
     s->embedded = !servers || !*servers;
 
+    fill_reliability(conf, s);
+
     if (check_topics(s, errstr, errstr_size) < 0)
         return NULL;
+    if (s->exactly_once && !*s->instance_id) {
+        set_err(errstr, errstr_size,
+                "delivery = exactly-once needs instance.id: a stable name, "
+                "unique in the group (the pod or host name)");
+        return NULL;
+    }
     if (resolve_api_key(conf, errstr, errstr_size) < 0)
         return NULL;
     fill_backend(conf, &s->backend);

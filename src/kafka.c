@@ -28,11 +28,17 @@ typedef struct {
  * are stored by hand (only up to the lowest unfinished event) and
  * committed by librdkafka's timer; a new group starts at the earliest
  * offset so that events sent before the first worker are not skipped.
+ * Cooperative rebalancing moves only the partitions that change owner,
+ * so a member joining or leaving does not stop the others' work.
  */
 static const kv_t consumer_defaults[] = {
-    {"enable.auto.offset.store", "false"}, {"enable.auto.commit", "true"},
-    {"auto.commit.interval.ms", "1000"},   {"auto.offset.reset", "earliest"},
-    {"enable.partition.eof", "false"},     {NULL, NULL},
+    {"enable.auto.offset.store", "false"},
+    {"enable.auto.commit", "true"},
+    {"auto.commit.interval.ms", "1000"},
+    {"auto.offset.reset", "earliest"},
+    {"enable.partition.eof", "false"},
+    {"partition.assignment.strategy", "cooperative-sticky"},
+    {NULL, NULL},
 };
 
 /* Idempotence keeps librdkafka's own retries from writing duplicates. */

@@ -15,13 +15,16 @@
  */
 #include "ragline/pipeline.h"
 #include "ragline/backend.h"
+#include "ragline/breaker.h"
 #include "ragline/buf.h"
 #include "ragline/event.h"
 #include "ragline/evidence.h"
 #include "ragline/kafka.h"
+#include "ragline/keyq.h"
 #include "ragline/log.h"
 #include "ragline/offsets.h"
 #include "ragline/render.h"
+#include "ragline/retry.h"
 #include "ragline/template.h"
 
 #include <errno.h>
@@ -29,6 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define TAG "pipeline"
 
@@ -45,10 +50,15 @@ typedef struct part_s {
     int refs; /**< jobs holding it, plus one while in the table */
     rl_offtrack_t *track;
     int64_t store_pos; /**< offset to store next; -1: nothing new */
+    int inflight;      /**< its jobs not yet finished */
+    int capped;        /**< over inflight.partition.max (hysteresis) */
+    int revoking;      /**< revoked; waiting for its jobs to finish */
+    int paused;        /**< as last told to librdkafka */
 } part_t;
 
 typedef enum {
-    JOB_BACKEND, /**< waiting for the backend */
+    JOB_WAITING, /**< behind an earlier event of its ordering key */
+    JOB_BACKEND, /**< with the backend, in backoff, or parked */
     JOB_ANSWER,  /**< answer produced, waiting for the broker */
     JOB_DLQ,     /**< dead-letter record produced, waiting */
 } job_stage_t;
@@ -62,9 +72,16 @@ typedef struct job_s {
     rl_event_t ev;
     rl_render_stats_t stats;
     job_stage_t stage;
+    int ordered;  /**< holds its ordering key in pl->keyq */
+    int attempts; /**< backend attempts started */
+    int probe;    /**< the current attempt is the breaker's probe */
+    int last_status;
+    int64_t first_attempt_ms;
+    rl_timer_t backoff;   /**< until the next attempt */
+    struct job_s *parked; /**< next in pl's parked FIFO */
     int64_t consumed_us;
     int64_t submitted_us;
-    double backend_ms;
+    char last_error[200];
 } job_t;
 
 struct rl_pipeline_s {
@@ -87,11 +104,23 @@ struct rl_pipeline_s {
     int nparts;
     int store_pending; /**< some part has a store_pos to store */
 
-    job_t *jobs; /**< head of the live job list */
+    job_t *jobs;     /**< head of the live job list */
+    rl_keyq_t *keyq; /**< ordering keys with an event in progress */
+    rl_buf_t keybuf; /**< an ordering key being built */
+
+    rl_breaker_t *breaker;
+    job_t *parked_head, *parked_tail; /**< waiting for the breaker */
+    rl_timer_t probe;                 /**< the open breaker's next probe */
+    rl_timer_t unpark;                /**< releases parked jobs */
+    uint64_t rng;                     /**< backoff jitter */
+
+    rd_kafka_topic_partition_list_t *revoking; /**< deferred unassign */
+    int revoking_cooperative;
+    rl_timer_t revoke_deadline;
     rl_metrics_t metrics;
     rl_buf_t scratch; /**< prompt and answer rendering, reused */
 
-    int paused;   /**< the in-flight cap paused the assignment */
+    int capped;   /**< over inflight.max (hysteresis) */
     int draining; /**< shutdown requested: no new events */
     int closing;  /**< finish_shutdown() is running */
     int finished;
@@ -105,6 +134,8 @@ struct rl_pipeline_s {
 
 static void finish_shutdown(rl_pipeline_t *pl);
 static void stop_soon(rl_pipeline_t *pl);
+static void job_attempt(job_t *job);
+static void maybe_complete_revoke(rl_pipeline_t *pl);
 
 /* ------------------------------------------------------------------ */
 /* Partitions and offsets                                              */
@@ -190,39 +221,77 @@ static void store_offsets(rl_pipeline_t *pl)
 /* ------------------------------------------------------------------ */
 /* Flow control                                                        */
 
-static void set_paused(rl_pipeline_t *pl, int pause)
+/* Updates a cap's flag: set at the cap, cleared at half of it, so that
+ * the consumer does not flap (each resume costs a fetch round trip). */
+static int hysteresis(int flag, int64_t count, int64_t cap)
 {
-    rd_kafka_topic_partition_list_t *list = NULL;
-
-    if (rd_kafka_assignment(pl->consumer, &list) == 0 && list->cnt > 0) {
-        if (pause)
-            rd_kafka_pause_partitions(pl->consumer, list);
-        else
-            rd_kafka_resume_partitions(pl->consumer, list);
-    }
-    if (list)
-        rd_kafka_topic_partition_list_destroy(list);
-    pl->paused = pause;
+    if (count >= cap)
+        return 1;
+    if (count <= cap / 2)
+        return 0;
+    return flag;
 }
 
-/* Pauses at the cap; resumes once a quarter of the room came back, so
- * that the consumer does not flap on every completion. */
-static void check_cap(rl_pipeline_t *pl)
+/* An open breaker holds input back only while it holds events back:
+ * with none parked there would be nothing to probe it with. */
+static int breaker_holds(const rl_pipeline_t *pl)
 {
-    uint64_t cap = (uint64_t)pl->settings->inflight_max;
+    return rl_breaker_state(pl->breaker) != RL_BREAKER_CLOSED &&
+           pl->parked_head;
+}
 
-    if (pl->draining)
-        return;
-    if (!pl->paused && pl->metrics.inflight >= cap) {
-        set_paused(pl, 1);
-        pl->metrics.pauses++;
-    } else if (pl->paused && pl->metrics.inflight <= cap / 2) {
-        set_paused(pl, 0);
+static void add_part(rd_kafka_topic_partition_list_t **list,
+                     const rl_pipeline_t *pl, int32_t id)
+{
+    if (!*list)
+        *list = rd_kafka_topic_partition_list_new(pl->nparts);
+    rd_kafka_topic_partition_list_add(*list, pl->settings->input_topic, id);
+}
+
+/*
+ * Pauses or resumes each assigned partition so that it consumes only if
+ * nothing holds it back: shutdown, its revocation, an open breaker, the
+ * global in-flight cap or its own.  Paused partitions stay assigned and
+ * the consumer keeps polling, so the group membership holds.
+ */
+static void update_flow(rl_pipeline_t *pl)
+{
+    rd_kafka_topic_partition_list_t *pause = NULL, *resume = NULL;
+    int hold, i;
+
+    pl->capped = hysteresis(pl->capped, (int64_t)pl->metrics.inflight,
+                            pl->settings->inflight_max);
+    hold = pl->draining || pl->capped || breaker_holds(pl);
+    for (i = 0; i < pl->nparts; i++) {
+        part_t *part = pl->parts[i];
+        int want;
+
+        if (!part)
+            continue;
+        part->capped = hysteresis(part->capped, part->inflight,
+                                  pl->settings->partition_inflight_max);
+        want = hold || part->capped || part->revoking;
+        if (want == part->paused)
+            continue;
+        part->paused = want;
+        add_part(want ? &pause : &resume, pl, part->id);
+        if (want && pl->capped && !pl->draining)
+            pl->metrics.pauses++;
+    }
+    if (pause) {
+        rd_kafka_pause_partitions(pl->consumer, pause);
+        rd_kafka_topic_partition_list_destroy(pause);
+    }
+    if (resume) {
+        rd_kafka_resume_partitions(pl->consumer, resume);
+        rd_kafka_topic_partition_list_destroy(resume);
     }
 }
 
 /* ------------------------------------------------------------------ */
 /* Jobs                                                                */
+
+static void on_backoff(rl_loop_t *loop, rl_timer_t *timer, void *opaque);
 
 static job_t *job_new(rl_pipeline_t *pl, part_t *part, uint64_t ticket,
                       rd_kafka_message_t *msg)
@@ -232,9 +301,11 @@ static job_t *job_new(rl_pipeline_t *pl, part_t *part, uint64_t ticket,
     job->pl = pl;
     job->part = part;
     part->refs++;
+    part->inflight++;
     job->ticket = ticket;
     job->msg = msg;
     job->consumed_us = rl_now_us();
+    rl_timer_init(&job->backoff, on_backoff, job);
     job->next = pl->jobs;
     if (pl->jobs)
         pl->jobs->prev = job;
@@ -247,10 +318,12 @@ static job_t *job_new(rl_pipeline_t *pl, part_t *part, uint64_t ticket,
     return job;
 }
 
+/* Only for jobs out of the parked FIFO and with no timer running. */
 static void job_free(job_t *job)
 {
     rl_pipeline_t *pl = job->pl;
 
+    rl_timer_stop(pl->loop, &job->backoff);
     if (job->prev)
         job->prev->next = job->next;
     else
@@ -258,12 +331,47 @@ static void job_free(job_t *job)
     if (job->next)
         job->next->prev = job->prev;
     pl->metrics.inflight--;
+    job->part->inflight--;
 
     rl_event_clear(&job->ev);
     json_decref(job->stats.missing_list);
     rd_kafka_message_destroy(job->msg);
     part_release(job->part);
     free(job);
+}
+
+/* The key events of one ordering group share: the partition, plus the
+ * message key under ordering = key.  Returns 0 for an event that waits
+ * for nothing (ordering = none, or no message key). */
+static int ordering_key(rl_pipeline_t *pl, const job_t *job)
+{
+    const rd_kafka_message_t *m = job->msg;
+    int32_t partition = m->partition;
+
+    if (pl->settings->ordering == RL_ORDER_NONE ||
+        (pl->settings->ordering == RL_ORDER_KEY && !m->key))
+        return 0;
+    rl_buf_reset(&pl->keybuf);
+    rl_buf_append(&pl->keybuf, &partition, sizeof(partition));
+    if (pl->settings->ordering == RL_ORDER_KEY)
+        rl_buf_append(&pl->keybuf, m->key, m->key_len);
+    return 1;
+}
+
+/* The job's record went to the producer: the next event of its key
+ * may go to the backend (the producer keeps the order per partition). */
+static void release_key(job_t *job)
+{
+    rl_pipeline_t *pl = job->pl;
+    job_t *next;
+
+    if (!job->ordered)
+        return;
+    job->ordered = 0;
+    ordering_key(pl, job);
+    next = rl_keyq_leave(pl->keyq, pl->keybuf.data, pl->keybuf.len);
+    if (next)
+        job_attempt(next);
 }
 
 /* The broker has the job's record: its offset may now be committed. */
@@ -279,14 +387,15 @@ static void job_finish(job_t *job)
     }
     rl_hist_add(&pl->metrics.total_ms,
                 (rl_now_us() - job->consumed_us) / 1000.0);
+    release_key(job);
     job_free(job);
 
-    if (pl->draining) {
-        if (pl->metrics.inflight == 0)
-            stop_soon(pl);
-    } else {
-        check_cap(pl);
-    }
+    if (part->revoking)
+        maybe_complete_revoke(pl);
+    if (pl->draining && pl->metrics.inflight == 0)
+        stop_soon(pl);
+    else
+        update_flow(pl);
 }
 
 /* The event's id for log lines; for an event that did not parse, what
@@ -303,10 +412,8 @@ static void fatal(rl_pipeline_t *pl, const char *why)
 {
     rl_error(TAG, "%s; stopping", why);
     pl->status = 1;
-    if (!pl->draining) {
-        pl->draining = 1;
-        set_paused(pl, 1);
-    }
+    pl->draining = 1;
+    update_flow(pl);
     stop_soon(pl);
 }
 
@@ -348,6 +455,15 @@ static void add_header(rd_kafka_headers_t *hdrs, const char *name,
     rd_kafka_header_add(hdrs, name, -1, value, -1);
 }
 
+static void add_header_num(rd_kafka_headers_t *hdrs, const char *name,
+                           long long value)
+{
+    char num[32];
+
+    snprintf(num, sizeof(num), "%lld", value);
+    add_header(hdrs, name, num);
+}
+
 /*
  * Sends the job's input, as it came, to the dead-letter topic with
  * headers saying why.  If even that cannot be produced the worker stops
@@ -359,7 +475,7 @@ static void dead_letter(job_t *job, rl_errclass_t cls, const char *why)
     const rd_kafka_message_t *m = job->msg;
     rd_kafka_headers_t *hdrs = input_headers(job);
     rd_kafka_resp_err_t err;
-    char num[32], id[128];
+    char id[128];
 
     rl_warn(TAG, "%s [%d] offset %lld id '%s': %s: %s; dead-lettered",
             rd_kafka_topic_name(m->rkt), (int)m->partition,
@@ -369,10 +485,12 @@ static void dead_letter(job_t *job, rl_errclass_t cls, const char *why)
     add_header(hdrs, "ragline.error.class", rl_errclass_name(cls));
     add_header(hdrs, "ragline.error.message", why);
     add_header(hdrs, "ragline.source.topic", rd_kafka_topic_name(m->rkt));
-    snprintf(num, sizeof(num), "%d", (int)m->partition);
-    add_header(hdrs, "ragline.source.partition", num);
-    snprintf(num, sizeof(num), "%lld", (long long)m->offset);
-    add_header(hdrs, "ragline.source.offset", num);
+    add_header_num(hdrs, "ragline.source.partition", m->partition);
+    add_header_num(hdrs, "ragline.source.offset", m->offset);
+    if (job->attempts > 0) {
+        add_header_num(hdrs, "ragline.error.attempts", job->attempts);
+        add_header_num(hdrs, "ragline.error.status", job->last_status);
+    }
 
     pl->metrics.by_class[cls]++;
     job->stage = JOB_DLQ;
@@ -388,7 +506,9 @@ static void dead_letter(job_t *job, rl_errclass_t cls, const char *why)
                  rd_kafka_err2str(err));
         job_free(job);
         fatal(pl, line);
+        return;
     }
+    release_key(job);
 }
 
 static void produce_answer(job_t *job, const rl_backend_result_t *res)
@@ -427,31 +547,203 @@ static void produce_answer(job_t *job, const rl_backend_result_t *res)
     job->stage = JOB_ANSWER;
     err = produce(job, pl->settings->output_topic, value, len, 1,
                   input_headers(job));
-    if (err)
+    if (err) {
         dead_letter(job, RL_ERR_PRODUCE, rd_kafka_err2str(err));
+        return;
+    }
+    release_key(job);
+}
+
+/* ---- the backend: attempts, retries, the breaker ---- */
+
+static void park(job_t *job)
+{
+    rl_pipeline_t *pl = job->pl;
+
+    job->parked = NULL;
+    if (pl->parked_tail)
+        pl->parked_tail->parked = job;
+    else
+        pl->parked_head = job;
+    pl->parked_tail = job;
+}
+
+static job_t *unpark_one(rl_pipeline_t *pl)
+{
+    job_t *job = pl->parked_head;
+
+    if (job) {
+        pl->parked_head = job->parked;
+        if (!pl->parked_head)
+            pl->parked_tail = NULL;
+        job->parked = NULL;
+    }
+    return job;
+}
+
+/* The backend is back: every parked job starts afresh, with a whole
+ * retry budget, since its failures were the backend's, not its own. */
+static void on_unpark(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
+{
+    rl_pipeline_t *pl = opaque;
+    job_t *job;
+
+    while (rl_breaker_state(pl->breaker) == RL_BREAKER_CLOSED &&
+           (job = unpark_one(pl)) != NULL) {
+        job->attempts = 0;
+        job_attempt(job);
+    }
+    update_flow(pl);
+}
+
+/* The open breaker's wait is over: the oldest parked job probes. */
+static void on_probe(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
+{
+    rl_pipeline_t *pl = opaque;
+    job_t *job = unpark_one(pl);
+
+    if (job)
+        job_attempt(job);
+    else
+        update_flow(pl); /* nothing to probe with: let input in */
+}
+
+static void on_breaker_change(void *opaque, rl_breaker_state_t from,
+                              rl_breaker_state_t to, const char *why)
+{
+    rl_pipeline_t *pl = opaque;
+    int64_t next;
+
+    if (to == RL_BREAKER_CLOSED)
+        rl_notice(TAG, "%s", why);
+    else if (from == RL_BREAKER_CLOSED)
+        rl_warn(TAG, "%s", why);
+    else
+        rl_info(TAG, "%s", why);
+
+    /* The breaker is mid-call: act from timers, not from here. */
+    if (to == RL_BREAKER_CLOSED) {
+        rl_timer_stop(pl->loop, &pl->probe);
+        rl_timer_start(pl->loop, &pl->unpark, 0);
+    } else if (to == RL_BREAKER_OPEN) {
+        next = rl_breaker_next_probe_ms(pl->breaker) - rl_loop_now_ms(pl->loop);
+        rl_timer_start(pl->loop, &pl->probe, next);
+    }
+}
+
+static void on_backend_done(void *opaque, const rl_backend_result_t *res);
+
+/* One attempt: ask the breaker, render, submit. */
+static void job_attempt(job_t *job)
+{
+    rl_pipeline_t *pl = job->pl;
+    int64_t now = rl_loop_now_ms(pl->loop);
+    rl_breaker_verdict_t verdict = rl_breaker_allow(pl->breaker, now);
+    rl_backend_req_t req;
+    char why[512];
+
+    job->stage = JOB_BACKEND;
+    if (verdict == RL_BREAKER_WAIT) {
+        park(job);
+        update_flow(pl);
+        return;
+    }
+    job->probe = verdict == RL_BREAKER_PROBE;
+
+    /* Rendered again for each attempt rather than kept: a prompt is
+     * ~10 KB, and thousands may be waiting. */
+    json_array_clear(job->stats.missing_list);
+    job->stats.queries = job->stats.found = job->stats.missing = 0;
+    job->stats.inline_turns = 0;
+    rl_buf_reset(&pl->scratch);
+    if (rl_render(pl->tpl, &job->ev.prompt, pl->cache, &pl->scratch,
+                  &job->stats, why, sizeof(why)) < 0) {
+        dead_letter(job, RL_ERR_RENDER, why);
+        return;
+    }
+
+    memset(&req, 0, sizeof(req));
+    req.prompt = pl->scratch.data;
+    req.prompt_len = pl->scratch.len;
+    req.recommended = job->ev.prompt.recommended;
+    req.recommended_len = job->ev.prompt.recommended_len;
+    req.request_id = job->ev.id;
+    if (job->attempts++ == 0) {
+        job->first_attempt_ms = now;
+        job->submitted_us = rl_now_us();
+        pl->metrics.evidence_missing += job->stats.missing;
+    }
+    if (rl_backend_submit(pl->backend, &req, on_backend_done, job) < 0)
+        dead_letter(job, RL_ERR_BACKEND, "the backend call could not start");
+}
+
+static void on_backoff(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
+{
+    job_attempt(opaque);
+}
+
+/* A failed attempt: retry after a backoff, park while the backend is
+ * down as a whole, or give up to the dead letters. */
+static void retry_or_give_up(job_t *job, const rl_backend_result_t *res)
+{
+    rl_pipeline_t *pl = job->pl;
+    int64_t now = rl_loop_now_ms(pl->loop), delay;
+    rl_retry_failure_t f;
+    char reason[160], why[512];
+
+    job->last_status = res->http_status;
+    snprintf(job->last_error, sizeof(job->last_error), "%s",
+             res->error ? res->error : "failed");
+    if (res->retriable && rl_breaker_state(pl->breaker) != RL_BREAKER_CLOSED) {
+        park(job);
+        update_flow(pl);
+        return;
+    }
+
+    f.attempt = job->attempts;
+    f.retriable = res->retriable;
+    f.http_status = res->http_status;
+    f.retry_after_ms = res->retry_after_ms;
+    f.elapsed_ms = now - job->first_attempt_ms;
+    delay = rl_retry_next_delay(&pl->settings->retry, &f, &pl->rng, reason,
+                                sizeof(reason));
+    if (delay >= 0) {
+        pl->metrics.retries++;
+        rl_timer_start(pl->loop, &job->backoff, delay);
+        return;
+    }
+    pl->metrics.backend_failed++;
+    snprintf(why, sizeof(why), "%s; last: %s", reason, job->last_error);
+    dead_letter(job, RL_ERR_BACKEND, why);
 }
 
 static void on_backend_done(void *opaque, const rl_backend_result_t *res)
 {
     job_t *job = opaque;
     rl_pipeline_t *pl = job->pl;
+    int64_t now = rl_loop_now_ms(pl->loop);
+    rl_breaker_outcome_t outcome = res->ok          ? RL_BREAKER_SUCCESS
+                                   : res->retriable ? RL_BREAKER_FAILURE
+                                                    : RL_BREAKER_PERMANENT;
 
-    job->backend_ms = res->elapsed_ms;
     rl_hist_add(&pl->metrics.backend_ms, res->elapsed_ms);
-    if (!res->ok) {
-        pl->metrics.backend_failed++;
-        dead_letter(job, RL_ERR_BACKEND, res->error ? res->error : "failed");
-        return;
+    if (job->probe) {
+        job->probe = 0;
+        rl_breaker_probe_done(pl->breaker, outcome, res->error, now);
+    } else {
+        rl_breaker_record(pl->breaker, outcome, res->error, now);
     }
-    produce_answer(job, res);
+    if (res->ok)
+        produce_answer(job, res);
+    else
+        retry_or_give_up(job, res);
 }
 
-/* Parse, render and submit; anything wrong goes to the dead letters. */
+/* Parse, then wait for the ordering key or go to the backend. */
 static void job_start(job_t *job)
 {
     rl_pipeline_t *pl = job->pl;
     const rd_kafka_message_t *m = job->msg;
-    rl_backend_req_t req;
     rl_errclass_t cls;
     char why[512];
 
@@ -461,26 +753,16 @@ static void job_start(job_t *job)
         dead_letter(job, cls, why);
         return;
     }
-
     job->stats.missing_list = json_array();
-    rl_buf_reset(&pl->scratch);
-    if (rl_render(pl->tpl, &job->ev.prompt, pl->cache, &pl->scratch,
-                  &job->stats, why, sizeof(why)) < 0) {
-        dead_letter(job, RL_ERR_RENDER, why);
-        return;
-    }
-    pl->metrics.evidence_missing += job->stats.missing;
 
-    memset(&req, 0, sizeof(req));
-    req.prompt = pl->scratch.data;
-    req.prompt_len = pl->scratch.len;
-    req.recommended = job->ev.prompt.recommended;
-    req.recommended_len = job->ev.prompt.recommended_len;
-    req.request_id = job->ev.id;
-    job->stage = JOB_BACKEND;
-    job->submitted_us = rl_now_us();
-    if (rl_backend_submit(pl->backend, &req, on_backend_done, job) < 0)
-        dead_letter(job, RL_ERR_BACKEND, "the backend call could not start");
+    if (ordering_key(pl, job)) {
+        job->ordered = 1;
+        if (!rl_keyq_enter(pl->keyq, pl->keybuf.data, pl->keybuf.len, job)) {
+            job->stage = JOB_WAITING;
+            return;
+        }
+    }
+    job_attempt(job);
 }
 
 /* ------------------------------------------------------------------ */
@@ -566,37 +848,118 @@ static void assign(rl_pipeline_t *pl, rd_kafka_t *rk, int cooperative,
     } else if (err) {
         rl_error(TAG, "assign: %s", rd_kafka_err2str(err));
     }
-    if (pl->paused || pl->draining)
-        rd_kafka_pause_partitions(rk, parts);
     rl_info(TAG, "assigned %d partition(s) of '%s'", parts->cnt,
             pl->settings->input_topic);
+    update_flow(pl); /* new partitions start paused if input is held */
 }
 
-/* Commits what finished, then lets the partitions go.  Events still in
- * flight are abandoned to the next owner, which consumes them again. */
-static void revoke(rl_pipeline_t *pl, rd_kafka_t *rk, int cooperative,
-                   rd_kafka_topic_partition_list_t *parts)
+static void unassign(rl_pipeline_t *pl, int cooperative,
+                     rd_kafka_topic_partition_list_t *parts, const char *what)
 {
-    int lost = rd_kafka_assignment_lost(rk);
     rd_kafka_error_t *error = NULL;
     int i;
 
-    if (!lost) {
-        store_offsets(pl);
-        rd_kafka_commit(rk, NULL, 0);
-    }
     for (i = 0; i < parts->cnt; i++)
         part_detach(pl, parts->elems[i].partition);
     if (cooperative)
-        error = rd_kafka_incremental_unassign(rk, parts);
+        error = rd_kafka_incremental_unassign(pl->consumer, parts);
     else
-        rd_kafka_assign(rk, NULL);
+        rd_kafka_assign(pl->consumer, NULL);
     if (error) {
         rl_error(TAG, "unassign: %s", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
-    rl_info(TAG, "%s %d partition(s) of '%s'", lost ? "lost" : "revoked",
-            parts->cnt, pl->settings->input_topic);
+    rl_info(TAG, "%s %d partition(s) of '%s'", what, parts->cnt,
+            pl->settings->input_topic);
+}
+
+/* Commits what finished and lets the revoked partitions go.  Events
+ * still in flight are abandoned to the next owner, which consumes them
+ * again (their answers may then be written twice). */
+static void complete_revoke(rl_pipeline_t *pl)
+{
+    rd_kafka_topic_partition_list_t *parts = pl->revoking;
+    rd_kafka_resp_err_t err;
+    int i, abandoned = 0;
+
+    if (!parts)
+        return;
+    pl->revoking = NULL;
+    rl_timer_stop(pl->loop, &pl->revoke_deadline);
+
+    store_offsets(pl);
+    err = rd_kafka_commit(pl->consumer, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        rl_warn(TAG, "commit on revoke: %s", rd_kafka_err2str(err));
+    for (i = 0; i < parts->cnt; i++) {
+        part_t *part = part_lookup(pl, parts->elems[i].partition);
+
+        if (part)
+            abandoned += part->inflight;
+    }
+    if (abandoned)
+        rl_warn(TAG,
+                "revoke: %d event(s) still in flight after %d ms are "
+                "left to the next owner",
+                abandoned, pl->settings->rebalance_timeout_ms);
+    unassign(pl, pl->revoking_cooperative, parts, "revoked");
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static void on_revoke_deadline(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
+{
+    complete_revoke(opaque);
+}
+
+/* Completes a pending revoke, from a timer, once its partitions have
+ * nothing in flight. */
+static void maybe_complete_revoke(rl_pipeline_t *pl)
+{
+    int i;
+
+    if (!pl->revoking)
+        return;
+    for (i = 0; i < pl->revoking->cnt; i++) {
+        part_t *part = part_lookup(pl, pl->revoking->elems[i].partition);
+
+        if (part && part->inflight > 0)
+            return;
+    }
+    rl_timer_start(pl->loop, &pl->revoke_deadline, 0);
+}
+
+/*
+ * Revoked partitions take no new events at once; their in-flight events
+ * get up to rebalance.timeout.ms to finish before the commit.  librdkafka
+ * waits for the (incremental) unassign call, which comes from a timer.
+ * A lost assignment is dropped without committing: another member may
+ * already own it.
+ */
+static void begin_revoke(rl_pipeline_t *pl, rd_kafka_t *rk, int cooperative,
+                         rd_kafka_topic_partition_list_t *parts)
+{
+    int i;
+
+    if (rd_kafka_assignment_lost(rk)) {
+        unassign(pl, cooperative, parts, "lost");
+        return;
+    }
+    pl->revoking = rd_kafka_topic_partition_list_copy(parts);
+    pl->revoking_cooperative = cooperative;
+    for (i = 0; i < parts->cnt; i++) {
+        part_t *part = part_lookup(pl, parts->elems[i].partition);
+
+        if (part)
+            part->revoking = 1;
+    }
+    update_flow(pl);
+    if (pl->closing || pl->settings->rebalance_timeout_ms == 0) {
+        complete_revoke(pl);
+        return;
+    }
+    rl_timer_start(pl->loop, &pl->revoke_deadline,
+                   pl->settings->rebalance_timeout_ms);
+    maybe_complete_revoke(pl);
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -609,10 +972,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         assign(pl, rk, cooperative, parts);
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-        revoke(pl, rk, cooperative, parts);
+        begin_revoke(pl, rk, cooperative, parts);
     } else {
         rl_error(TAG, "rebalance failed: %s", rd_kafka_err2str(err));
-        revoke(pl, rk, cooperative, parts);
+        unassign(pl, cooperative, parts, "dropped");
     }
 }
 
@@ -631,7 +994,7 @@ static void handle_consumed(rl_pipeline_t *pl, rd_kafka_message_t *msg)
     /* While draining, or for a partition just revoked, the message is
      * not taken: its offset is never stored, so it is consumed again. */
     part = part_lookup(pl, msg->partition);
-    if (pl->draining || !part) {
+    if (pl->draining || !part || part->revoking) {
         rd_kafka_message_destroy(msg);
         return;
     }
@@ -644,7 +1007,7 @@ static void handle_consumed(rl_pipeline_t *pl, rd_kafka_message_t *msg)
         return;
     }
     job_start(job_new(pl, part, ticket, msg));
-    check_cap(pl);
+    update_flow(pl);
 }
 
 static void serve_consumer(rl_pipeline_t *pl)
@@ -758,7 +1121,7 @@ void rl_pipeline_shutdown(rl_pipeline_t *pl)
     rl_info(TAG, "stopping: %llu event(s) in flight, waiting up to %d ms",
             (unsigned long long)pl->metrics.inflight,
             pl->settings->shutdown_timeout_ms);
-    set_paused(pl, 1);
+    update_flow(pl);
     if (pl->metrics.inflight == 0) {
         stop_soon(pl);
         return;
@@ -908,9 +1271,18 @@ rl_pipeline_t *rl_pipeline_new(rl_loop_t *loop, const rl_config_t *conf,
     rl_timer_init(&pl->again, on_again, pl);
     rl_timer_init(&pl->tick, on_tick, pl);
     rl_timer_init(&pl->deadline, on_deadline, pl);
+    rl_timer_init(&pl->probe, on_probe, pl);
+    rl_timer_init(&pl->unpark, on_unpark, pl);
+    rl_timer_init(&pl->revoke_deadline, on_revoke_deadline, pl);
     pl->cache = rl_evcache_new();
+    pl->keyq = rl_keyq_new();
+    pl->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 
     if (load_template(pl, errstr, errstr_size) < 0)
+        goto fail;
+    pl->breaker = rl_breaker_new(&settings->breaker, on_breaker_change, pl,
+                                 errstr, errstr_size);
+    if (!pl->breaker)
         goto fail;
     pl->backend = rl_backend_new(loop, &settings->backend, errstr, errstr_size);
     if (!pl->backend)
@@ -950,6 +1322,10 @@ void rl_pipeline_destroy(rl_pipeline_t *pl)
     rl_timer_stop(pl->loop, &pl->again);
     rl_timer_stop(pl->loop, &pl->tick);
     rl_timer_stop(pl->loop, &pl->deadline);
+    rl_timer_stop(pl->loop, &pl->probe);
+    rl_timer_stop(pl->loop, &pl->unpark);
+    rl_timer_stop(pl->loop, &pl->revoke_deadline);
+    pl->closing = 1; /* a revoke from consumer_close() completes at once */
 
     /*
      * Order matters.  The backend goes first, so that no callback
@@ -985,8 +1361,13 @@ void rl_pipeline_destroy(rl_pipeline_t *pl)
         if (pl->parts[i])
             part_release(pl->parts[i]);
     free(pl->parts);
+    if (pl->revoking)
+        rd_kafka_topic_partition_list_destroy(pl->revoking);
     rl_evcache_destroy(pl->cache);
     rl_template_destroy(pl->tpl);
+    rl_breaker_destroy(pl->breaker);
+    rl_keyq_destroy(pl->keyq);
+    rl_buf_free(&pl->keybuf);
     rl_buf_free(&pl->scratch);
     free(pl);
 }

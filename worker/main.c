@@ -43,6 +43,8 @@ static const char usage_text[] =
     "                                input when no file is given)\n"
     "  check-config [--config FILE]  validate a configuration and print it\n"
     "                                with secrets redacted\n"
+    "  check-config --keys           print the table of every key (the one\n"
+    "                                in docs/configuration.md)\n"
     "  help | --help                 this text\n"
     "  version | --version           the version\n"
     "\n"
@@ -114,6 +116,10 @@ static int cmd_check_config(int argc, char **argv)
     const char *path = NULL;
     rl_config_t *conf;
 
+    if (argc == 1 && strcmp(argv[0], "--keys") == 0) {
+        rl_config_print_keys(stdout);
+        return 0;
+    }
     if (config_option(argc, argv, &path))
         return 2;
     conf = load_config(path, &settings);

@@ -17,8 +17,17 @@
 #include <stdio.h>
 
 #include "ragline/backend.h"
+#include "ragline/breaker.h"
 #include "ragline/event.h"
 #include "ragline/log.h"
+#include "ragline/retry.h"
+
+/** Which events must wait for each other (the ordering key). */
+typedef enum {
+    RL_ORDER_KEY,       /**< same message key: one at a time, in order */
+    RL_ORDER_PARTITION, /**< same partition: one at a time, in order */
+    RL_ORDER_NONE,      /**< all concurrently */
+} rl_ordering_t;
 
 /** The typed view of a validated configuration.  Strings are owned by
  *  the rl_config_t and live as long as it does. */
@@ -31,6 +40,13 @@ typedef struct rl_settings_s {
     const char *template_file;  /**< template.file; NULL: built-in default */
     rl_backend_conf_t backend;  /**< backend.*; api_key resolved */
     int inflight_max;           /**< inflight.max */
+    int partition_inflight_max; /**< inflight.partition.max (0 resolved) */
+    rl_ordering_t ordering;     /**< ordering */
+    int exactly_once;           /**< delivery = exactly-once */
+    const char *instance_id;    /**< instance.id; "" when unset */
+    int rebalance_timeout_ms;   /**< rebalance.timeout.ms */
+    rl_retry_policy_t retry;    /**< backend.retry.*, backend.deadline.ms */
+    rl_breaker_conf_t breaker;  /**< breaker.* */
     rl_limits_t limits;         /**< limits.* */
     int shutdown_timeout_ms;    /**< shutdown.timeout.ms */
     rl_log_level_t log_level;   /**< log.level */

@@ -32,7 +32,8 @@ typedef struct rl_metrics_s {
     uint64_t answered;         /**< answers acknowledged by the broker */
     uint64_t dead_lettered;    /**< dead-letter records acknowledged */
     uint64_t by_class[8];      /**< dead letters by rl_errclass_t */
-    uint64_t backend_failed;   /**< backend calls that failed */
+    uint64_t backend_failed;   /**< events given up on after retries */
+    uint64_t retries;          /**< backend attempts after the first */
     uint64_t evidence_missing; /**< all_queries lookups that missed */
     uint64_t inflight;         /**< events taken and not finished */
     uint64_t inflight_peak;
