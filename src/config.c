@@ -90,6 +90,7 @@ typedef enum {
     K_TOPIC_EVIDENCE,
     K_TOPIC_INPUT,
     K_TOPIC_OUTPUT,
+    K_TRANSACTION_INTERVAL_MS,
     K_COUNT
 } key_id_t;
 
@@ -232,6 +233,10 @@ static const key_def_t keys[K_COUNT] = {
                              "cache."),
     [K_TOPIC_INPUT] =
         STR("topic.input", "ragline.queries", "Topic of query events."),
+    [K_TRANSACTION_INTERVAL_MS] =
+        INT("transaction.interval.ms", "100", 1, 600000,
+            "Exactly-once: how long a transaction collects records before "
+            "it is committed."),
     [K_TOPIC_OUTPUT] =
         STR("topic.output", "ragline.answers", "Topic of answer events."),
 };
@@ -885,6 +890,7 @@ static void fill_reliability(const rl_config_t *conf, rl_settings_t *s)
     s->exactly_once = choice_of(conf, K_DELIVERY) == 1;
     s->instance_id = value_of(conf, K_INSTANCE_ID);
     s->rebalance_timeout_ms = (int)int_of(conf, K_REBALANCE_TIMEOUT_MS);
+    s->transaction_interval_ms = (int)int_of(conf, K_TRANSACTION_INTERVAL_MS);
 
     s->retry.max_attempts = (int)int_of(conf, K_BACKEND_RETRY_MAX_ATTEMPTS);
     s->retry.base_ms = int_of(conf, K_BACKEND_RETRY_BASE_MS);

@@ -94,6 +94,31 @@ static const kv_t *defaults_for(rl_client_role_t role)
     }
 }
 
+/*
+ * Exactly-once settings win over the user's: offsets then travel only
+ * in transactions, and the transactional id is derived from the group
+ * and the instance, so that a restarted instance fences its zombie.
+ */
+static int set_exactly_once(rd_kafka_conf_t *kconf,
+                            const rl_settings_t *settings,
+                            rl_client_role_t role, char *errstr,
+                            size_t errstr_size)
+{
+    char txn_id[512];
+
+    if (role == RL_CLIENT_PRODUCER) {
+        snprintf(txn_id, sizeof(txn_id), "ragline-%s-%s", settings->group_id,
+                 settings->instance_id);
+        return set_one(kconf, "transactional.id", txn_id, errstr, errstr_size);
+    }
+    if (role != RL_CLIENT_CONSUMER)
+        return 0;
+    if (set_one(kconf, "enable.auto.commit", "false", errstr, errstr_size) < 0)
+        return -1;
+    return set_one(kconf, "isolation.level", "read_committed", errstr,
+                   errstr_size);
+}
+
 rd_kafka_conf_t *rl_kafka_conf_new(const rl_config_t *conf,
                                    const rl_settings_t *settings,
                                    rl_client_role_t role, const char *bootstrap,
@@ -123,6 +148,9 @@ rd_kafka_conf_t *rl_kafka_conf_new(const rl_config_t *conf,
         goto fail;
     if (bootstrap &&
         set_one(kconf, "bootstrap.servers", bootstrap, errstr, errstr_size) < 0)
+        goto fail;
+    if (settings->exactly_once &&
+        set_exactly_once(kconf, settings, role, errstr, errstr_size) < 0)
         goto fail;
     return kconf;
 

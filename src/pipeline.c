@@ -54,6 +54,7 @@ typedef struct part_s {
     int capped;        /**< over inflight.partition.max (hysteresis) */
     int revoking;      /**< revoked; waiting for its jobs to finish */
     int paused;        /**< as last told to librdkafka */
+    struct job_s *fifo_head, *fifo_tail; /**< exactly-once: offset order */
 } part_t;
 
 typedef enum {
@@ -79,6 +80,12 @@ typedef struct job_s {
     int64_t first_attempt_ms;
     rl_timer_t backoff;   /**< until the next attempt */
     struct job_s *parked; /**< next in pl's parked FIFO */
+    struct job_s *fifo;   /**< exactly-once: next job of its partition */
+    int ready;            /**< exactly-once: its record is built */
+    const char *out_topic;
+    char *out_value; /**< exactly-once: the record, until produced */
+    size_t out_len;
+    rd_kafka_headers_t *out_hdrs;
     int64_t consumed_us;
     int64_t submitted_us;
     char last_error[200];
@@ -114,6 +121,10 @@ struct rl_pipeline_s {
     rl_timer_t unpark;                /**< releases parked jobs */
     uint64_t rng;                     /**< backoff jitter */
 
+    int txn_open; /**< exactly-once: a transaction has begun */
+    int txn_dead; /**< exactly-once: a fatal error; commit nothing */
+    int64_t txn_begun_ms;
+
     rd_kafka_topic_partition_list_t *revoking; /**< deferred unassign */
     int revoking_cooperative;
     rl_timer_t revoke_deadline;
@@ -136,6 +147,8 @@ static void finish_shutdown(rl_pipeline_t *pl);
 static void stop_soon(rl_pipeline_t *pl);
 static void job_attempt(job_t *job);
 static void maybe_complete_revoke(rl_pipeline_t *pl);
+static void eos_ready(job_t *job);
+static void eos_drop_ready(part_t *part);
 
 /* ------------------------------------------------------------------ */
 /* Partitions and offsets                                              */
@@ -186,6 +199,8 @@ static void part_detach(rl_pipeline_t *pl, int32_t id)
         return;
     pl->parts[id] = NULL;
     part->assigned = 0;
+    if (pl->settings->exactly_once)
+        eos_drop_ready(part);
     part_release(part);
 }
 
@@ -197,7 +212,7 @@ static void store_offsets(rl_pipeline_t *pl)
     rd_kafka_resp_err_t err;
     int i;
 
-    if (!pl->store_pending)
+    if (!pl->store_pending || pl->settings->exactly_once)
         return;
     pl->store_pending = 0;
     list = rd_kafka_topic_partition_list_new(pl->nparts);
@@ -306,6 +321,13 @@ static job_t *job_new(rl_pipeline_t *pl, part_t *part, uint64_t ticket,
     job->msg = msg;
     job->consumed_us = rl_now_us();
     rl_timer_init(&job->backoff, on_backoff, job);
+    if (pl->settings->exactly_once) {
+        if (part->fifo_tail)
+            part->fifo_tail->fifo = job;
+        else
+            part->fifo_head = job;
+        part->fifo_tail = job;
+    }
     job->next = pl->jobs;
     if (pl->jobs)
         pl->jobs->prev = job;
@@ -335,6 +357,9 @@ static void job_free(job_t *job)
 
     rl_event_clear(&job->ev);
     json_decref(job->stats.missing_list);
+    free(job->out_value);
+    if (job->out_hdrs)
+        rd_kafka_headers_destroy(job->out_hdrs);
     rd_kafka_message_destroy(job->msg);
     part_release(job->part);
     free(job);
@@ -439,6 +464,33 @@ static rd_kafka_resp_err_t produce(job_t *job, const char *topic, void *value,
     return err;
 }
 
+/*
+ * Hands the job's record over.  At-least-once: to the producer now; the
+ * delivery report finishes the job.  Exactly-once: the record waits in
+ * the job until every earlier event of its partition has one, then goes
+ * out in the open transaction (eos_ready()).  Takes @p hdrs and, if
+ * @p owned, @p value; returns 0 or the producer's error.
+ */
+static rd_kafka_resp_err_t emit(job_t *job, const char *topic, void *value,
+                                size_t len, int owned, rd_kafka_headers_t *hdrs)
+{
+    rd_kafka_resp_err_t err;
+
+    if (!job->pl->settings->exactly_once) {
+        err = produce(job, topic, value, len, owned, hdrs);
+        if (!err)
+            release_key(job);
+        return err;
+    }
+    job->out_topic = topic;
+    job->out_value = owned ? value : rl_xmemdup(value, len);
+    job->out_len = len;
+    job->out_hdrs = hdrs;
+    release_key(job);
+    eos_ready(job);
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
 static rd_kafka_headers_t *input_headers(const job_t *job)
 {
     rd_kafka_headers_t *hdrs = NULL;
@@ -494,7 +546,7 @@ static void dead_letter(job_t *job, rl_errclass_t cls, const char *why)
 
     pl->metrics.by_class[cls]++;
     job->stage = JOB_DLQ;
-    err = produce(job, pl->settings->dlq_topic, m->payload, m->len, 0, hdrs);
+    err = emit(job, pl->settings->dlq_topic, m->payload, m->len, 0, hdrs);
     if (err) {
         char line[512];
 
@@ -506,9 +558,7 @@ static void dead_letter(job_t *job, rl_errclass_t cls, const char *why)
                  rd_kafka_err2str(err));
         job_free(job);
         fatal(pl, line);
-        return;
     }
-    release_key(job);
 }
 
 static void produce_answer(job_t *job, const rl_backend_result_t *res)
@@ -545,13 +595,10 @@ static void produce_answer(job_t *job, const rl_backend_result_t *res)
     len = pl->scratch.len;
 
     job->stage = JOB_ANSWER;
-    err = produce(job, pl->settings->output_topic, value, len, 1,
-                  input_headers(job));
-    if (err) {
+    err = emit(job, pl->settings->output_topic, value, len, 1,
+               input_headers(job));
+    if (err)
         dead_letter(job, RL_ERR_PRODUCE, rd_kafka_err2str(err));
-        return;
-    }
-    release_key(job);
 }
 
 /* ---- the backend: attempts, retries, the breaker ---- */
@@ -766,15 +813,277 @@ static void job_start(job_t *job)
 }
 
 /* ------------------------------------------------------------------ */
+/* Exactly-once                                                        */
+
+/*
+ * Records go out in offset order per partition, each transaction with
+ * the offsets of the records it holds (KIP-447), so a transaction
+ * always covers a contiguous prefix of each partition however backend
+ * calls overlap.  An event whose partition was revoked or rewound while
+ * it was in flight is dropped at the end: the partition's next owner,
+ * or this worker after the rewind, consumes it again.
+ */
+
+#define TXN_TIMEOUT_MS 30000
+
+/* Frees the jobs of a detached partition whose records were built but
+ * not produced; the others are dropped when their records are built. */
+static void eos_drop_ready(part_t *part)
+{
+    job_t *job = part->fifo_head, *next;
+
+    part->fifo_head = part->fifo_tail = NULL;
+    for (; job; job = next) {
+        next = job->fifo;
+        if (job->ready)
+            job_free(job);
+    }
+}
+
+/* Fatal: fenced by a newer instance, or the producer is unusable. */
+static void eos_fatal(rl_pipeline_t *pl, const char *what,
+                      const rd_kafka_error_t *error)
+{
+    char line[512];
+
+    snprintf(line, sizeof(line), "exactly-once: %s: %s", what,
+             rd_kafka_error_string(error));
+    pl->txn_dead = 1;
+    fatal(pl, line);
+}
+
+/*
+ * Aborts the open transaction and rewinds every assigned partition to
+ * its committed offset.  Each partition gets a fresh offset tracker;
+ * the jobs of the old one are dropped as they end.
+ */
+static void eos_abort(rl_pipeline_t *pl, const char *why)
+{
+    rd_kafka_topic_partition_list_t *list = NULL;
+    rd_kafka_error_t *error;
+    int i;
+
+    rl_warn(TAG, "exactly-once: aborting the transaction: %s", why);
+    error = rd_kafka_abort_transaction(pl->producer, TXN_TIMEOUT_MS);
+    pl->txn_open = 0;
+    if (error) {
+        eos_fatal(pl, "abort", error);
+        rd_kafka_error_destroy(error);
+        return;
+    }
+
+    for (i = 0; i < pl->nparts; i++) {
+        part_t *part = pl->parts[i];
+
+        if (!part || part->revoking)
+            continue;
+        part_detach(pl, i);
+        part_attach(pl, i);
+        add_part(&list, pl, i);
+    }
+    if (!list)
+        return;
+    if (rd_kafka_committed(pl->consumer, list, TXN_TIMEOUT_MS) == 0) {
+        for (i = 0; i < list->cnt; i++)
+            if (list->elems[i].offset < 0)
+                list->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+        error = rd_kafka_seek_partitions(pl->consumer, list, TXN_TIMEOUT_MS);
+        if (error) {
+            rl_error(TAG, "exactly-once: rewind: %s",
+                     rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+        }
+    } else {
+        fatal(pl, "exactly-once: cannot read the committed offsets to "
+                  "rewind to");
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    update_flow(pl);
+}
+
+/*
+ * Runs one transactional call's error through librdkafka's classes.
+ * @returns 0 when done, 1 to retry the same call, -1 when the
+ *          transaction was aborted (or the worker is stopping).
+ */
+static int eos_check(rl_pipeline_t *pl, rd_kafka_error_t *error,
+                     const char *what)
+{
+    int ret = 0;
+
+    if (!error)
+        return 0;
+    if (rd_kafka_error_is_fatal(error)) {
+        eos_fatal(pl, what, error);
+        ret = -1;
+    } else if (rd_kafka_error_is_retriable(error)) {
+        rl_info(TAG, "exactly-once: %s: %s; retrying", what,
+                rd_kafka_error_string(error));
+        ret = 1;
+    } else if (rd_kafka_error_txn_requires_abort(error)) {
+        rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+
+        eos_abort(pl, rd_kafka_error_string(error));
+        /* Our membership was taken over (a zombie woke up): stop, so
+         * that the process supervisor restarts a clean member. */
+        if (code == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+            code == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
+            code == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID)
+            eos_fatal(pl, "fenced out of the group", error);
+        ret = -1;
+    } else {
+        eos_fatal(pl, what, error);
+        ret = -1;
+    }
+    rd_kafka_error_destroy(error);
+    return ret;
+}
+
+static int eos_begin(rl_pipeline_t *pl)
+{
+    if (pl->txn_open)
+        return 0;
+    if (pl->txn_dead ||
+        eos_check(pl, rd_kafka_begin_transaction(pl->producer), "begin") < 0)
+        return -1;
+    pl->txn_open = 1;
+    pl->txn_begun_ms = rl_loop_now_ms(pl->loop);
+    return 0;
+}
+
+/* Produces one built record into the transaction and finishes its job. */
+static void eos_produce(job_t *job)
+{
+    rl_pipeline_t *pl = job->pl;
+    part_t *part = job->part;
+    rd_kafka_resp_err_t err;
+    int64_t pos;
+
+    if (eos_begin(pl) < 0) {
+        job_free(job);
+        return;
+    }
+    err = rd_kafka_producev(pl->producer, RD_KAFKA_V_TOPIC(job->out_topic),
+                            RD_KAFKA_V_KEY(job->msg->key, job->msg->key_len),
+                            RD_KAFKA_V_VALUE(job->out_value, job->out_len),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                            RD_KAFKA_V_HEADERS(job->out_hdrs), RD_KAFKA_V_END);
+    if (err) {
+        job_free(job); /* frees the record and headers it still owns */
+        eos_abort(pl, rd_kafka_err2str(err));
+        return;
+    }
+    job->out_value = NULL; /* the producer's now */
+    job->out_hdrs = NULL;
+
+    if (job->stage == JOB_ANSWER)
+        pl->metrics.answered++;
+    else
+        pl->metrics.dead_lettered++;
+    pos = rl_offtrack_done(part->track, job->ticket);
+    if (pos >= 0)
+        part->store_pos = pos;
+    rl_hist_add(&pl->metrics.total_ms,
+                (rl_now_us() - job->consumed_us) / 1000.0);
+    job_free(job);
+}
+
+/* Produces the partition's built records that have no gap before them. */
+static void eos_flush_part(rl_pipeline_t *pl, part_t *part)
+{
+    part->refs++; /* an abort on the way may detach it */
+    while (part->assigned && part->fifo_head && part->fifo_head->ready) {
+        job_t *job = part->fifo_head;
+
+        part->fifo_head = job->fifo;
+        if (!part->fifo_head)
+            part->fifo_tail = NULL;
+        eos_produce(job);
+    }
+    part_release(part);
+}
+
+static void eos_ready(job_t *job)
+{
+    rl_pipeline_t *pl = job->pl;
+    part_t *part = job->part;
+
+    if (!part->assigned) {
+        job_free(job);
+    } else {
+        job->ready = 1;
+        eos_flush_part(pl, part);
+    }
+    if (pl->draining && pl->metrics.inflight == 0)
+        stop_soon(pl);
+    else
+        update_flow(pl);
+}
+
+/*
+ * Commits the open transaction with the consumer positions of what it
+ * holds.  @returns 0 when committed (or nothing was open), -1 when the
+ * transaction was aborted or the worker is stopping.
+ */
+static int eos_commit(rl_pipeline_t *pl)
+{
+    rd_kafka_topic_partition_list_t *list = NULL;
+    rd_kafka_consumer_group_metadata_t *cgmd;
+    int i, r;
+
+    if (!pl->txn_open || pl->txn_dead)
+        return pl->txn_dead ? -1 : 0;
+    for (i = 0; i < pl->nparts; i++)
+        if (pl->parts[i] && pl->parts[i]->store_pos >= 0) {
+            add_part(&list, pl, i);
+            list->elems[list->cnt - 1].offset = pl->parts[i]->store_pos;
+        }
+
+    if (list) {
+        cgmd = rd_kafka_consumer_group_metadata(pl->consumer);
+        do {
+            r = eos_check(pl,
+                          rd_kafka_send_offsets_to_transaction(
+                              pl->producer, list, cgmd, TXN_TIMEOUT_MS),
+                          "send offsets");
+        } while (r == 1);
+        rd_kafka_consumer_group_metadata_destroy(cgmd);
+        rd_kafka_topic_partition_list_destroy(list);
+        if (r < 0)
+            return -1;
+    }
+    do {
+        r = eos_check(pl,
+                      rd_kafka_commit_transaction(pl->producer, TXN_TIMEOUT_MS),
+                      "commit");
+    } while (r == 1);
+    if (r < 0)
+        return -1;
+
+    pl->txn_open = 0;
+    for (i = 0; i < pl->nparts; i++)
+        if (pl->parts[i])
+            pl->parts[i]->store_pos = -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* The producer                                                        */
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rec,
                         void *opaque)
 {
     job_t *job = rec->_private;
-    rl_pipeline_t *pl = job->pl;
+    rl_pipeline_t *pl = opaque;
     char line[512];
 
+    /* Exactly-once records have no job: a failure fails the commit. */
+    if (!job) {
+        if (rec->err)
+            rl_warn(TAG, "exactly-once: record to '%s' failed: %s",
+                    rd_kafka_topic_name(rec->rkt), rd_kafka_err2str(rec->err));
+        return;
+    }
     if (!rec->err) {
         if (job->stage == JOB_ANSWER)
             pl->metrics.answered++;
@@ -887,10 +1196,14 @@ static void complete_revoke(rl_pipeline_t *pl)
     pl->revoking = NULL;
     rl_timer_stop(pl->loop, &pl->revoke_deadline);
 
-    store_offsets(pl);
-    err = rd_kafka_commit(pl->consumer, NULL, 0);
-    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        rl_warn(TAG, "commit on revoke: %s", rd_kafka_err2str(err));
+    if (pl->settings->exactly_once) {
+        eos_commit(pl); /* on failure the next owner redoes the work */
+    } else {
+        store_offsets(pl);
+        err = rd_kafka_commit(pl->consumer, NULL, 0);
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            rl_warn(TAG, "commit on revoke: %s", rd_kafka_err2str(err));
+    }
     for (i = 0; i < parts->cnt; i++) {
         part_t *part = part_lookup(pl, parts->elems[i].partition);
 
@@ -942,6 +1255,10 @@ static void begin_revoke(rl_pipeline_t *pl, rd_kafka_t *rk, int cooperative,
 
     if (rd_kafka_assignment_lost(rk)) {
         unassign(pl, cooperative, parts, "lost");
+        /* The open transaction may hold records of the lost partitions,
+         * which their new owner will write too. */
+        if (pl->txn_open)
+            eos_abort(pl, "partitions lost");
         return;
     }
     pl->revoking = rd_kafka_topic_partition_list_copy(parts);
@@ -1047,6 +1364,9 @@ static void on_tick(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
     if (pl->finished)
         return;
     store_offsets(pl);
+    if (pl->txn_open && rl_loop_now_ms(loop) - pl->txn_begun_ms >=
+                            pl->settings->transaction_interval_ms)
+        eos_commit(pl);
     serve_consumer(pl);
     serve_producer(pl);
     if (rl_loop_now_ms(loop) >= pl->next_stats_ms) {
@@ -1092,17 +1412,23 @@ static void finish_shutdown(rl_pipeline_t *pl)
     rl_timer_stop(pl->loop, &pl->again);
     rl_timer_stop(pl->loop, &pl->tick);
 
-    /* Acknowledgements that arrive while flushing finish their jobs and
-     * move the offsets, so store after the flush. */
-    err = rd_kafka_flush(pl->producer, 10000);
-    if (err)
-        rl_warn(TAG, "flush: %s; %d record(s) not acknowledged",
-                rd_kafka_err2str(err), rd_kafka_outq_len(pl->producer));
-    pl->finished = 1;
-    store_offsets(pl);
-    err = rd_kafka_commit(pl->consumer, NULL, 0);
-    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        rl_warn(TAG, "final commit: %s", rd_kafka_err2str(err));
+    if (pl->settings->exactly_once) {
+        /* Committing the transaction flushes its records. */
+        eos_commit(pl);
+        pl->finished = 1;
+    } else {
+        /* Acknowledgements that arrive while flushing finish their jobs
+         * and move the offsets, so store after the flush. */
+        err = rd_kafka_flush(pl->producer, 10000);
+        if (err)
+            rl_warn(TAG, "flush: %s; %d record(s) not acknowledged",
+                    rd_kafka_err2str(err), rd_kafka_outq_len(pl->producer));
+        pl->finished = 1;
+        store_offsets(pl);
+        err = rd_kafka_commit(pl->consumer, NULL, 0);
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            rl_warn(TAG, "final commit: %s", rd_kafka_err2str(err));
+    }
     rd_kafka_consumer_close(pl->consumer);
     rl_metrics_log(&pl->metrics, TAG);
     rl_info(TAG, "stopped");
@@ -1215,7 +1541,22 @@ static int start_producer(rl_pipeline_t *pl, const rl_config_t *conf,
         snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
         return -1;
     }
-    return check_topics(pl, errstr, errstr_size);
+    if (check_topics(pl, errstr, errstr_size) < 0)
+        return -1;
+    if (pl->settings->exactly_once) {
+        /* Fences any older producer with our transactional.id and
+         * aborts what it left open. */
+        rd_kafka_error_t *error =
+            rd_kafka_init_transactions(pl->producer, STARTUP_TIMEOUT_MS);
+
+        if (error) {
+            snprintf(errstr, errstr_size, "exactly-once: init: %s",
+                     rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int start_consumer(rl_pipeline_t *pl, const rl_config_t *conf,

@@ -32,25 +32,26 @@ typedef enum {
 /** The typed view of a validated configuration.  Strings are owned by
  *  the rl_config_t and live as long as it does. */
 typedef struct rl_settings_s {
-    const char *group_id;       /**< group.id */
-    const char *input_topic;    /**< topic.input */
-    const char *output_topic;   /**< topic.output */
-    const char *dlq_topic;      /**< topic.dlq */
-    const char *evidence_topic; /**< topic.evidence; "" disables the cache */
-    const char *template_file;  /**< template.file; NULL: built-in default */
-    rl_backend_conf_t backend;  /**< backend.*; api_key resolved */
-    int inflight_max;           /**< inflight.max */
-    int partition_inflight_max; /**< inflight.partition.max (0 resolved) */
-    rl_ordering_t ordering;     /**< ordering */
-    int exactly_once;           /**< delivery = exactly-once */
-    const char *instance_id;    /**< instance.id; "" when unset */
-    int rebalance_timeout_ms;   /**< rebalance.timeout.ms */
-    rl_retry_policy_t retry;    /**< backend.retry.*, backend.deadline.ms */
-    rl_breaker_conf_t breaker;  /**< breaker.* */
-    rl_limits_t limits;         /**< limits.* */
-    int shutdown_timeout_ms;    /**< shutdown.timeout.ms */
-    rl_log_level_t log_level;   /**< log.level */
-    int embedded;               /**< no kafka.bootstrap.servers given */
+    const char *group_id;        /**< group.id */
+    const char *input_topic;     /**< topic.input */
+    const char *output_topic;    /**< topic.output */
+    const char *dlq_topic;       /**< topic.dlq */
+    const char *evidence_topic;  /**< topic.evidence; "" disables the cache */
+    const char *template_file;   /**< template.file; NULL: built-in default */
+    rl_backend_conf_t backend;   /**< backend.*; api_key resolved */
+    int inflight_max;            /**< inflight.max */
+    int partition_inflight_max;  /**< inflight.partition.max (0 resolved) */
+    rl_ordering_t ordering;      /**< ordering */
+    int exactly_once;            /**< delivery = exactly-once */
+    const char *instance_id;     /**< instance.id; "" when unset */
+    int rebalance_timeout_ms;    /**< rebalance.timeout.ms */
+    int transaction_interval_ms; /**< transaction.interval.ms */
+    rl_retry_policy_t retry;     /**< backend.retry.*, backend.deadline.ms */
+    rl_breaker_conf_t breaker;   /**< breaker.* */
+    rl_limits_t limits;          /**< limits.* */
+    int shutdown_timeout_ms;     /**< shutdown.timeout.ms */
+    rl_log_level_t log_level;    /**< log.level */
+    int embedded;                /**< no kafka.bootstrap.servers given */
 } rl_settings_t;
 
 typedef struct rl_config_s rl_config_t;
