@@ -65,7 +65,9 @@ class Run:
         return self._track(harness.Worker(self.workdir, conf, name))
 
     def collector(self, *topic_names, bootstrap=None):
-        c = harness.Collector(bootstrap or self.broker.bootstrap, topic_names)
+        c = harness.Collector(
+            bootstrap or self.broker.bootstrap, topic_names, self.check_procs
+        )
         self.collectors.append(c)
         return c
 
@@ -73,6 +75,10 @@ class Run:
         return harness.produce(
             bootstrap or self.broker.bootstrap, topic, records
         )
+
+    def check_procs(self):
+        for proc in self.procs:
+            proc.check_running()
 
     def close(self):
         for proc in self.procs:

@@ -21,7 +21,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -44,13 +44,11 @@ def binary(name):
     return path
 
 
-def child_env(extra=None):
+def child_env():
     """The environment for ragline: ragline reads RAGLINE_<KEY> variables
     as configuration and rejects unknown ones, so the harness's own
     (RAGLINE_BUILD, RAGLINE_CACHE) must not leak into it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGLINE_")}
-    env.update(extra or {})
-    return env
+    return {k: v for k, v in os.environ.items() if not k.startswith("RAGLINE_")}
 
 
 def wait_for(pred, timeout, what, interval=0.05):
@@ -236,7 +234,10 @@ class Collector:
     """Reads topics from their beginning, without a consumer group, and
     keeps every record seen, by topic."""
 
-    def __init__(self, bootstrap, topics):
+    def __init__(self, bootstrap, topics, watch=None):
+        # watch(): called while waiting; raises if a process the wait
+        # depends on has died, so the test fails at once and says so.
+        self.watch = watch
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -291,6 +292,8 @@ class Collector:
         after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while not pred(self):
+            if self.watch:
+                self.watch()
             if time.monotonic() >= deadline:
                 counts = {t: len(r) for t, r in self.records.items()}
                 raise AssertionError(
@@ -330,11 +333,22 @@ class Proc:
                 cwd=cwd,
             )
         self.pid = self.popen.pid
+        self.expected_exit = False
 
     def alive(self):
         return self.popen.poll() is None
 
+    def check_running(self):
+        """AssertionError if the process has exited though nothing here
+        asked it to (a crash, or a signal from elsewhere)."""
+        if not self.expected_exit and not self.alive():
+            raise AssertionError(
+                f"{self.name} (pid {self.pid}) exited with status "
+                f"{self.popen.returncode} unasked; see {self.stderr_path}"
+            )
+
     def signal(self, sig):
+        self.expected_exit = True
         if self.alive():
             self.popen.send_signal(sig)
 
@@ -354,6 +368,7 @@ class Proc:
         return self.wait(timeout)
 
     def kill(self):
+        self.expected_exit = True
         if self.alive():
             self.popen.kill()
         self.popen.wait(10)

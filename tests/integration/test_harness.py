@@ -4,7 +4,7 @@ tests' failures say nothing about ragline."""
 import json
 import urllib.request
 
-import harness
+from confluent_kafka.admin import ConfigResource
 
 
 def test_broker_topics_and_round_trip(rl):
@@ -14,7 +14,7 @@ def test_broker_topics_and_round_trip(rl):
     assert rl.broker.partitions(t.input) == [0, 1, 2, 3]
 
     configs = rl.broker.admin.describe_configs(
-        [harness.ConfigResource("topic", t.evidence)]
+        [ConfigResource("topic", t.evidence)]
     )
     for fut in configs.values():
         policy = fut.result(timeout=30)["cleanup.policy"].value

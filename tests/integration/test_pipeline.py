@@ -2,6 +2,7 @@
 
 import json
 import random
+import time
 from collections import Counter
 
 import harness
@@ -240,11 +241,14 @@ def test_backlog_beyond_the_inflight_window_is_answered(rl):
 
     worker = rl.worker(t, llm, extra=extra)
     c = rl.collector(t.output, t.dlq)
+    c.until(lambda c: c.count(t.output) + c.count(t.dlq) >= 1, 60, "a start")
+    started = time.monotonic()
     c.until(
         lambda c: c.count(t.output) + c.count(t.dlq) >= 200,
         120,
         "200 answers or dead letters",
     )
+    took = time.monotonic() - started
     c.settle(1)
     worker.expect_clean_exit(30)
     timed_out = [
@@ -255,3 +259,7 @@ def test_backlog_beyond_the_inflight_window_is_answered(rl):
     assert set(harness.answers_by_id(c.records[t.output])) == {
         e["id"] for e in events
     }
+    # The backend alone needs 196 / 4 * 0.2 s = 9.8 s after the first
+    # answers; twice that leaves room for a slow machine, not for a worker
+    # that idles between windows.
+    assert took < 20, f"the backlog took {took:.1f}s, the backend 9.8 s"

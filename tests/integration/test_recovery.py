@@ -2,6 +2,8 @@
 
 import signal
 
+import pytest
+
 import harness
 from harness import make_event
 
@@ -16,6 +18,7 @@ def answered(c, topic):
     return harness.answers_by_id(c.records[topic])
 
 
+@pytest.mark.timeout(600)
 def test_sigkill_midway_loses_nothing(rl):
     """kill -9 after about half the answers, restart in the same group:
     every event is answered at least once (duplicates are allowed by
