@@ -9,10 +9,10 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 KAFKA_VERSION=4.1.2
 CACHE=${RAGLINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ragline}
-LIBS=${RAGLINE_KAFKA_LIBS:-$CACHE/kafka-$KAFKA_VERSION/libs}
-JAVA_OPTS=${RAGLINE_KAFKA_JAVA_OPTS:--Xmx512m -Xms128m}
-START_TIMEOUT=${RAGLINE_KAFKA_START_TIMEOUT:-90}
-STOP_TIMEOUT=${RAGLINE_KAFKA_STOP_TIMEOUT:-30}
+LIBS=${RAGLINE_BROKER_LIBS:-$CACHE/kafka-$KAFKA_VERSION/libs}
+JAVA_OPTS=${RAGLINE_BROKER_JAVA_OPTS:--Xmx512m -Xms128m}
+START_TIMEOUT=${RAGLINE_BROKER_START_TIMEOUT:-90}
+STOP_TIMEOUT=${RAGLINE_BROKER_STOP_TIMEOUT:-30}
 
 usage() {
     cat <<EOF
@@ -43,10 +43,10 @@ own log), broker.out (JVM stdout/stderr), bootstrap, pid.
 environment:
   RAGLINE_CACHE                  cache root (default ~/.cache/ragline); the
                                  jars go to kafka-$KAFKA_VERSION/libs in it
-  RAGLINE_KAFKA_LIBS             use the jars in this directory instead
-  RAGLINE_KAFKA_JAVA_OPTS        JVM options (default: -Xmx512m -Xms128m)
-  RAGLINE_KAFKA_START_TIMEOUT    seconds to wait for the broker (default 90)
-  RAGLINE_KAFKA_STOP_TIMEOUT     seconds before stop uses SIGKILL (default 30)
+  RAGLINE_BROKER_LIBS            use the jars in this directory instead
+  RAGLINE_BROKER_JAVA_OPTS       JVM options (default: -Xmx512m -Xms128m)
+  RAGLINE_BROKER_START_TIMEOUT   seconds to wait for the broker (default 90)
+  RAGLINE_BROKER_STOP_TIMEOUT    seconds before stop uses SIGKILL (default 30)
 
 Auto-creation of topics is off, as it should be in production: create
 ragline's topics first, e.g.

@@ -8,6 +8,7 @@
  * not in the table: librdkafka owns their names and checks them itself.
  */
 #include "ragline/config.h"
+#include "ragline/log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -194,9 +195,11 @@ static const key_def_t keys[K_COUNT] = {
                         "Delivery guarantee; exactly-once uses Kafka "
                         "transactions."),
     [K_GROUP_ID] = STR("group.id", "ragline", "Kafka consumer group."),
-    [K_INFLIGHT_MAX] = INT("inflight.max", "1024", 1, 100000,
-                           "Events in flight at once; also the backend's "
-                           "connection pool size."),
+    [K_INFLIGHT_MAX] =
+        INT("inflight.max", "1024", 1, 100000,
+            "Events at the backend at once (also its connection pool "
+            "size); as many more, at least 64, may wait taken before "
+            "input pauses."),
     [K_INFLIGHT_PARTITION_MAX] =
         INT("inflight.partition.max", "0", 0, 100000,
             "Events in flight at once per partition; 0 = inflight.max."),
@@ -715,11 +718,17 @@ static int load_env_var(rl_config_t *conf, const char *var, rl_buf_t *key,
     if (suffix_len == 6 && strncmp(suffix, "CONFIG", 6) == 0)
         return 0;
 
+    /*
+     * A name that maps to no key is skipped with a warning, not refused:
+     * scripts around ragline use the prefix for their own variables
+     * (RAGLINE_BUILD, RAGLINE_CACHE), and refusing to start whenever one
+     * is exported would punish the wrong party.
+     */
     rl_buf_reset(key);
     if (env_to_key(suffix, suffix_len, key) < 0) {
-        set_err(errstr, errstr_size, "%.*s: no such configuration key",
+        rl_warn("config", "%.*s names no configuration key; ignored",
                 (int)(eq - var), var);
-        return -1;
+        return 0;
     }
     if (rl_config_set(conf, rl_buf_cstr(key), eq + 1, reason, sizeof(reason)) <
         0) {

@@ -80,8 +80,11 @@ typedef struct job_s {
     int64_t first_attempt_ms;
     rl_timer_t backoff;   /**< until the next attempt */
     struct job_s *parked; /**< next in pl's parked FIFO */
+    struct job_s *queued; /**< next in pl's backlog */
+    int active;           /**< counted in pl->active */
     struct job_s *fifo;   /**< exactly-once: next job of its partition */
-    int ready;            /**< exactly-once: its record is built */
+    struct job_s *fifo_prev;
+    int ready; /**< exactly-once: its record is built */
     const char *out_topic;
     char *out_value; /**< exactly-once: the record, until produced */
     size_t out_len;
@@ -111,7 +114,10 @@ struct rl_pipeline_s {
     int nparts;
     int store_pending; /**< some part has a store_pos to store */
 
-    job_t *jobs;     /**< head of the live job list */
+    job_t *jobs; /**< head of the live job list */
+    int active;  /**< jobs started: at most inflight.max */
+    job_t *backlog_head, *backlog_tail; /**< taken, not started yet */
+    int backlog;
     rl_keyq_t *keyq; /**< ordering keys with an event in progress */
     rl_buf_t keybuf; /**< an ordering key being built */
 
@@ -148,6 +154,7 @@ static void stop_soon(rl_pipeline_t *pl);
 static void job_attempt(job_t *job);
 static void maybe_complete_revoke(rl_pipeline_t *pl);
 static void eos_ready(job_t *job);
+static void start_backlog(rl_pipeline_t *pl);
 static void eos_drop_ready(part_t *part);
 
 /* ------------------------------------------------------------------ */
@@ -247,6 +254,18 @@ static int hysteresis(int flag, int64_t count, int64_t cap)
     return flag;
 }
 
+/*
+ * Events taken while inflight.max events are active wait in a backlog,
+ * and input pauses only when the backlog is full.  Pausing is not free:
+ * librdkafka drops what it prefetched for the partition, and a resumed
+ * partition's first fetch comes a few hundred ms later.  A backlog as
+ * deep as the cap keeps the backend busy through that gap.
+ */
+static int backlog_max(const rl_pipeline_t *pl)
+{
+    return pl->settings->inflight_max < 64 ? 64 : pl->settings->inflight_max;
+}
+
 /* An open breaker holds input back only while it holds events back:
  * with none parked there would be nothing to probe it with. */
 static int breaker_holds(const rl_pipeline_t *pl)
@@ -274,8 +293,7 @@ static void update_flow(rl_pipeline_t *pl)
     rd_kafka_topic_partition_list_t *pause = NULL, *resume = NULL;
     int hold, i;
 
-    pl->capped = hysteresis(pl->capped, (int64_t)pl->metrics.inflight,
-                            pl->settings->inflight_max);
+    pl->capped = hysteresis(pl->capped, pl->backlog, backlog_max(pl));
     hold = pl->draining || pl->capped || breaker_holds(pl);
     for (i = 0; i < pl->nparts; i++) {
         part_t *part = pl->parts[i];
@@ -322,6 +340,7 @@ static job_t *job_new(rl_pipeline_t *pl, part_t *part, uint64_t ticket,
     job->consumed_us = rl_now_us();
     rl_timer_init(&job->backoff, on_backoff, job);
     if (pl->settings->exactly_once) {
+        job->fifo_prev = part->fifo_tail;
         if (part->fifo_tail)
             part->fifo_tail->fifo = job;
         else
@@ -354,6 +373,8 @@ static void job_free(job_t *job)
         job->next->prev = job->prev;
     pl->metrics.inflight--;
     job->part->inflight--;
+    if (job->active)
+        pl->active--;
 
     rl_event_clear(&job->ev);
     json_decref(job->stats.missing_list);
@@ -414,6 +435,7 @@ static void job_finish(job_t *job)
                 (rl_now_us() - job->consumed_us) / 1000.0);
     release_key(job);
     job_free(job);
+    start_backlog(pl);
 
     if (part->revoking)
         maybe_complete_revoke(pl);
@@ -812,6 +834,77 @@ static void job_start(job_t *job)
     job_attempt(job);
 }
 
+static void job_begin(job_t *job)
+{
+    rl_pipeline_t *pl = job->pl;
+
+    job->active = 1;
+    if (++pl->active > (int)pl->metrics.active_peak)
+        pl->metrics.active_peak = (uint64_t)pl->active;
+    job_start(job);
+}
+
+/* Unlinks a job that never became ready from its partition's
+ * exactly-once FIFO. */
+static void fifo_unlink(job_t *job)
+{
+    part_t *part = job->part;
+
+    if (!job->pl->settings->exactly_once || !part->assigned)
+        return;
+    if (job->fifo_prev)
+        job->fifo_prev->fifo = job->fifo;
+    else
+        part->fifo_head = job->fifo;
+    if (job->fifo)
+        job->fifo->fifo_prev = job->fifo_prev;
+    else
+        part->fifo_tail = job->fifo_prev;
+}
+
+/*
+ * Drops the backlog events of @p part (NULL: of every partition)
+ * unfinished: nothing was done for them yet, and their offsets cannot
+ * be committed before them, so they are consumed again.
+ */
+static void drop_backlog(rl_pipeline_t *pl, const part_t *part)
+{
+    job_t **link = &pl->backlog_head, *last = NULL;
+
+    while (*link) {
+        job_t *job = *link;
+
+        if (part && job->part != part) {
+            last = job;
+            link = &job->queued;
+            continue;
+        }
+        *link = job->queued;
+        pl->backlog--;
+        fifo_unlink(job);
+        job_free(job);
+    }
+    pl->backlog_tail = last;
+}
+
+/* Starts backlog events while there is room.  One whose partition was
+ * taken away meanwhile is dropped unfinished: it is consumed again. */
+static void start_backlog(rl_pipeline_t *pl)
+{
+    while (pl->backlog_head && pl->active < pl->settings->inflight_max) {
+        job_t *job = pl->backlog_head;
+
+        pl->backlog_head = job->queued;
+        if (!pl->backlog_head)
+            pl->backlog_tail = NULL;
+        pl->backlog--;
+        if (job->part->assigned)
+            job_begin(job);
+        else
+            job_free(job);
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* Exactly-once                                                        */
 
@@ -996,7 +1089,9 @@ static void eos_flush_part(rl_pipeline_t *pl, part_t *part)
         job_t *job = part->fifo_head;
 
         part->fifo_head = job->fifo;
-        if (!part->fifo_head)
+        if (part->fifo_head)
+            part->fifo_head->fifo_prev = NULL;
+        else
             part->fifo_tail = NULL;
         eos_produce(job);
     }
@@ -1014,6 +1109,7 @@ static void eos_ready(job_t *job)
         job->ready = 1;
         eos_flush_part(pl, part);
     }
+    start_backlog(pl);
     if (pl->draining && pl->metrics.inflight == 0)
         stop_soon(pl);
     else
@@ -1266,8 +1362,10 @@ static void begin_revoke(rl_pipeline_t *pl, rd_kafka_t *rk, int cooperative,
     for (i = 0; i < parts->cnt; i++) {
         part_t *part = part_lookup(pl, parts->elems[i].partition);
 
-        if (part)
+        if (part) {
             part->revoking = 1;
+            drop_backlog(pl, part);
+        }
     }
     update_flow(pl);
     if (pl->closing || pl->settings->rebalance_timeout_ms == 0) {
@@ -1298,6 +1396,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static void handle_consumed(rl_pipeline_t *pl, rd_kafka_message_t *msg)
 {
+    job_t *job;
     part_t *part;
     uint64_t ticket;
 
@@ -1323,7 +1422,17 @@ static void handle_consumed(rl_pipeline_t *pl, rd_kafka_message_t *msg)
         rd_kafka_message_destroy(msg);
         return;
     }
-    job_start(job_new(pl, part, ticket, msg));
+    job = job_new(pl, part, ticket, msg);
+    if (pl->active < pl->settings->inflight_max) {
+        job_begin(job);
+    } else {
+        if (pl->backlog_tail)
+            pl->backlog_tail->queued = job;
+        else
+            pl->backlog_head = job;
+        pl->backlog_tail = job;
+        pl->backlog++;
+    }
     update_flow(pl);
 }
 
@@ -1444,6 +1553,7 @@ void rl_pipeline_shutdown(rl_pipeline_t *pl)
         return;
     }
     pl->draining = 1;
+    drop_backlog(pl, NULL); /* not started: left to the next consumer */
     rl_info(TAG, "stopping: %llu event(s) in flight, waiting up to %d ms",
             (unsigned long long)pl->metrics.inflight,
             pl->settings->shutdown_timeout_ms);
