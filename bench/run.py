@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import signal
 import statistics
 import subprocess
@@ -141,6 +142,29 @@ def proc_status_kb(pid, name):
             if line.startswith(name + ":"):
                 return int(line.split()[1])
     return None
+
+
+def allow_core_dump():
+    """A worker that crashes leaves a core in its run directory (when the
+    kernel's core_pattern is a plain file name), for backtrace()."""
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2)
+
+
+def backtrace(rundir, binary):
+    """The threads' stacks from a core file in rundir, if gdb and a core
+    are there; else ""."""
+    cores = sorted(Path(rundir).glob("core*"))
+    if not cores:
+        return ""
+    try:
+        out = subprocess.run(
+            ["gdb", "-q", "-batch", "-ex", "thread apply all bt",
+             str(binary), str(cores[0])],
+            capture_output=True, text=True, timeout=120,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"\n(core {cores[0]}, no backtrace: {e})"
+    return f"\ncore {cores[0]}:\n{out[-6000:]}"
 
 
 class Broker:
@@ -372,6 +396,7 @@ class Scenario:
     paced: float = 0.0  # > 0: produce live at this fraction of max rate
     seconds: float = 0.0  # paced runs: how long to produce
     seconds_quick: float = 0.0
+    timeout: float = 0.0  # seconds a run may take; 0 = --run-timeout
 
 
 # Sizes: the default set, three runs of each scenario for each worker,
@@ -379,16 +404,16 @@ class Scenario:
 # and a half.  A 1 s backend needs several waves of inflight.max events for
 # the rate to mean anything.
 SCENARIOS = [
-    Scenario("instant", "backend 0 ms, 1,024 in flight", 1024, 12000, 3000,
+    Scenario("instant", "backend 0 ms, 1,024 in flight", 1024, 10000, 3000,
              ["--latency-ms", 0]),
     Scenario("1s-1024", "backend 1 s, 1,024 in flight", 1024, 1024 * 8,
              1024 * 3, ["--latency-ms", 1000]),
-    Scenario("1s-4096", "backend 1 s, 4,096 in flight", 4096, 4096 * 5,
+    Scenario("1s-4096", "backend 1 s, 4,096 in flight", 4096, 4096 * 4,
              4096 * 2, ["--latency-ms", 1000]),
     Scenario("429-storm", "half of the calls 429, Retry-After 1, 1 s",
              1024, 1024 * 8, 1024 * 3,
              ["--latency-ms", 1000, "--error-rate", 0.5, "--error-status",
-              429, "--retry-after", 1]),
+              429, "--retry-after", 1], timeout=60),
     Scenario("half-rate", "backend 0 ms, input at half the max rate", 1024,
              0, 0, ["--latency-ms", 0], paced=0.5, seconds=12,
              seconds_quick=5),
@@ -450,24 +475,20 @@ class Bench:
     def worker_argv(self, impl, rundir, topics, backend_url, inflight):
         if impl == "ragline":
             conf = rundir / "ragline.conf"
-            conf.write_text(
-                "\n".join(
-                    [
-                        f"kafka.bootstrap.servers = {self.broker.bootstrap}",
-                        f"topic.input = {topics['input']}",
-                        f"topic.output = {topics['output']}",
-                        f"topic.dlq = {topics['dlq']}",
-                        f"topic.evidence = {self.evidence_topic}",
-                        f"group.id = {topics['group']}",
-                        f"backend.url = {backend_url}",
-                        "backend.model = bench",
-                        f"inflight.max = {inflight}",
-                        "log.level = warn",
-                    ]
-                    + [f"{k} = {v}" for k, v in self.args.ragline_conf]
-                    + [""]
-                )
-            )
+            settings = {
+                "kafka.bootstrap.servers": self.broker.bootstrap,
+                "topic.input": topics["input"],
+                "topic.output": topics["output"],
+                "topic.dlq": topics["dlq"],
+                "topic.evidence": self.evidence_topic,
+                "group.id": topics["group"],
+                "backend.url": backend_url,
+                "backend.model": "bench",
+                "inflight.max": inflight,
+                "log.level": "warn",
+            }
+            settings.update(self.args.ragline_conf)
+            conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
             argv = [str(self.ragline), "serve", "--config", str(conf)]
             if self.args.callgrind:
                 argv = [
@@ -521,7 +542,8 @@ class Bench:
         self.broker.create_topics(specs)
         self.created += [t for t, _, _ in specs]
 
-        result = {"impl": impl, "scenario": sc.name, "run": k, "events": n}
+        result = {"impl": impl, "scenario": sc.name, "run": k, "events": n,
+                  "timeout": False}
         if sc.paced:
             result["paced_rate"] = pace_rate
         fake = Fakellm(self.fakellm, rundir, sc.fakellm)
@@ -537,6 +559,7 @@ class Bench:
                 stderr=stderr,
                 env=child_env(),
                 cwd=str(rundir),
+                preexec_fn=allow_core_dump,
             )
             stderr.close()
             if sc.paced:
@@ -554,8 +577,11 @@ class Bench:
                     daemon=True,
                 )
                 feeder.start()
-            samples = self._watch(proc, rundir, impl, topics, n)
-            result.update(self._sample_before_stop(proc, fake, samples, n))
+            samples, done = self._watch(proc, rundir, impl, topics, n, sc)
+            if done < n:
+                result["timeout"] = True
+                log(f"{tag}: only {done} of {n} records out in time")
+            result.update(self._sample_before_stop(proc, fake, samples, max(done, 1)))
             t_stop = time.monotonic()
             result["exit_status"] = stop_process(proc, timeout=60)
             result["stop_seconds"] = round(time.monotonic() - t_stop, 2)
@@ -582,6 +608,7 @@ class Bench:
             raise RuntimeError(
                 f"{impl} exited with {proc.returncode}: "
                 f"{tail(rundir / (impl + '.stderr'))}"
+                + backtrace(rundir, self.ragline if impl == "ragline" else sys.executable)
             )
         return True
 
@@ -591,10 +618,12 @@ class Bench:
         except Exception as e:  # noqa: BLE001 - the run notices the gap
             log(f"paced producer: {e}")
 
-    def _watch(self, proc, rundir, impl, topics, n):
-        """Waits until n records are out (answers + dead letters).  Samples
-        RSS and progress every 0.25 s; returns the samples."""
-        deadline = time.monotonic() + self.args.run_timeout
+    def _watch(self, proc, rundir, impl, topics, n, sc):
+        """Waits until n records are out (answers + dead letters), or the
+        scenario's time is up.  Samples RSS and progress every 0.25 s;
+        returns the samples and the records out."""
+        limit = sc.timeout or self.args.run_timeout
+        deadline = time.monotonic() + limit
         samples = []
         while True:
             self._alive(proc, rundir, impl)
@@ -603,16 +632,13 @@ class Bench:
             done = out + dlq if out is not None and dlq is not None else 0
             rss = proc_status_kb(proc.pid, "VmRSS")
             samples.append((time.monotonic(), done, rss))
-            if done >= n:
-                return samples
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{impl}: {done} of {n} records out after "
-                    f"{self.args.run_timeout} s"
-                )
+            if done >= n or time.monotonic() > deadline:
+                return samples, done
             time.sleep(0.25)
 
     def _sample_before_stop(self, proc, fake, samples, n):
+        """CPU, memory and fakellm's counters just before the stop; n is
+        the records out, which the CPU is divided by."""
         cpu = proc_cpu_seconds(proc.pid)
         threads = thread_cpu_seconds(proc.pid)
         hwm = proc_status_kb(proc.pid, "VmHWM")
@@ -661,13 +687,16 @@ class Bench:
                     e2e.append(ts - stamps[key])
             except (KeyError, ValueError):
                 pass
+        if not out_ts:
+            return {"out": 0, "answers": 0, "dead_letters": 0}
         first, last = min(out_ts), max(out_ts)
         span = (last - first) / 1000.0
         return {
+            "out": len(out_ts),
             "answers": len(answers),
             "dead_letters": len(dead),
             "dlq_classes": classes,
-            "duplicates": len(answers) + len(dead) - n,
+            "duplicates": max(0, len(answers) + len(dead) - n),
             "distinct_answer_ids": len(ids),
             "rate_first_last": (len(out_ts) - 1) / span if span > 0 else None,
             "rate_start_last": len(out_ts) / (last / 1000.0 - t_start),
@@ -698,6 +727,7 @@ def e2e_series(points, buckets=10):
 METRICS = [
     # key, header, format
     ("events", "events", "{:.0f}"),
+    ("out", "out", "{:.0f}"),
     ("rate_first_last", "ev/s", "{:.0f}"),
     ("rate_start_last", "ev/s(all)", "{:.0f}"),
     ("cpu_us_per_event", "CPU us/ev", "{:.0f}"),
@@ -717,7 +747,11 @@ METRICS = [
 def summarise(runs):
     """Medians over the runs of one scenario and worker."""
     ok = [r for r in runs if "error" not in r]
-    out = {"runs": len(runs), "failed": len(runs) - len(ok)}
+    out = {
+        "runs": len(runs),
+        "failed": len(runs) - len(ok),
+        "timeouts": sum(1 for r in ok if r.get("timeout")),
+    }
     for key, _, _ in METRICS:
         out[key] = median_or_none([r.get(key) for r in ok])
     return out
@@ -748,7 +782,12 @@ def report(summary, scenarios, impls):
             s = summary.get(sc.name, {}).get(impl)
             if not s:
                 continue
-            row = [sc.name, impl + (f" ({s['failed']} failed)" if s["failed"] else "")]
+            note = ""
+            if s["failed"]:
+                note += f" ({s['failed']} failed)"
+            if s["timeouts"]:
+                note += f" ({s['timeouts']} timed out)"
+            row = [sc.name, impl + note]
             row += [fmt(s[key], spec) for key, _, spec in METRICS]
             rows.append(row)
     text = table(rows, ["scenario", "worker"] + [h for _, h, _ in METRICS])
@@ -818,7 +857,7 @@ def parse_args(argv):
     )
     ap.add_argument("--no-baseline", action="store_true", help="ragline only")
     ap.add_argument("--build", default=str(ROOT / "build-bench"))
-    ap.add_argument("--run-timeout", type=float, default=240,
+    ap.add_argument("--run-timeout", type=float, default=120,
                     help="seconds one worker run may take")
     ap.add_argument("--pace-rate", type=float, default=0,
                     help="events/s of the paced scenario when 'instant' is "
@@ -831,8 +870,9 @@ def parse_args(argv):
                     "FILE (timings are then meaningless)")
     ap.add_argument("--ragline-conf", metavar="KEY=VALUE", action="append",
                     default=[], type=lambda kv: tuple(kv.split("=", 1)),
-                    help="an extra line of ragline's configuration "
-                    "(repeatable), e.g. kafka.fetch.wait.max.ms=10")
+                    help="a setting of ragline's configuration, added or "
+                    "replacing the runner's (repeatable), e.g. "
+                    "log.level=info")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work directory (logs, configs)")
     ap.add_argument("--results", default=str(BENCH / "results"))
@@ -924,7 +964,7 @@ def main(argv):
     )
     print(f"\nresults: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     failed = sum(1 for r in runs if "error" in r)
-    return 1 if failed else 0
+    return 1 if failed else 0  # a timed-out run is a measurement, not a failure
 
 
 def pace_rate(args, sc, rates):

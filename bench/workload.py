@@ -97,7 +97,11 @@ class Workload:
             self._turn(rng, "user" if t % 2 == 0 else "assistant", t == inline_at)
             for t in range(n_turns)
         ]
-        conv = f"conv-{i % 997}"
+        # One event per conversation in flight, as in a chat where the
+        # user waits for the answer: with ragline's default ordering by
+        # key, repeated keys would serialise events (see
+        # docs/performance.md).
+        conv = f"conv-{i}"
         event = {
             "id": f"{prefix}-{i}",
             "conversation_id": conv,
