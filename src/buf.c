@@ -3,6 +3,7 @@
  */
 #include "ragline/buf.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,51 +121,94 @@ void rl_buf_printf(rl_buf_t *buf, const char *fmt, ...)
     va_end(ap);
 }
 
-void rl_buf_json_escape(rl_buf_t *buf, const char *s, size_t len)
+/*
+ * Whether any byte of @p w needs escaping in a JSON string: a control
+ * character (< 0x20), '"' or '\\'.  The classic SWAR tests: a byte of
+ * (w - 0x20..) & ~w has its top bit set only for bytes below 0x20, and
+ * (v - 0x01..) & ~v & 0x80.. is non-zero iff v has a zero byte.  Bytes
+ * from 0x80 (UTF-8) never match.
+ */
+static int word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    uint64_t quote = w ^ (ones * '"'), bslash = w ^ (ones * '\\');
+    uint64_t ctrl = (w - ones * 0x20) & ~w;
+
+    ctrl |= (quote - ones) & ~quote;
+    ctrl |= (bslash - ones) & ~bslash;
+    return (ctrl & high) != 0;
+}
+
+static size_t escape_byte(char *out, unsigned char c)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t i, run = 0;
+    char esc = 0;
 
-    rl_buf_reserve(buf, len + 2);
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc = 0;
+    switch (c) {
+    case '"':
+        esc = '"';
+        break;
+    case '\\':
+        esc = '\\';
+        break;
+    case '\n':
+        esc = 'n';
+        break;
+    case '\r':
+        esc = 'r';
+        break;
+    case '\t':
+        esc = 't';
+        break;
+    case '\b':
+        esc = 'b';
+        break;
+    case '\f':
+        esc = 'f';
+        break;
+    }
+    out[0] = '\\';
+    if (esc) {
+        out[1] = esc;
+        return 2;
+    }
+    out[1] = 'u';
+    out[2] = '0';
+    out[3] = '0';
+    out[4] = hex[c >> 4];
+    out[5] = hex[c & 15];
+    return 6;
+}
 
-        if (c >= 0x20 && c != '"' && c != '\\')
+void rl_buf_json_escape(rl_buf_t *buf, const char *s, size_t len)
+{
+    size_t i = 0, run = 0;
+
+    /* Room for the common case; escapes reserve more as they come. */
+    rl_buf_reserve(buf, len + 16);
+    while (i < len) {
+        uint64_t w;
+        unsigned char c;
+
+        /* Skip clean 8-byte blocks; most text has no escapes at all. */
+        if (len - i >= 8) {
+            memcpy(&w, s + i, 8);
+            if (!word_needs_escape(w)) {
+                i += 8;
+                continue;
+            }
+        }
+        c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            i++;
             continue;
+        }
         /* Flush the plain run before this byte, then its escape. */
         rl_buf_append(buf, s + run, i - run);
-        run = i + 1;
-        switch (c) {
-        case '"':
-            esc = '"';
-            break;
-        case '\\':
-            esc = '\\';
-            break;
-        case '\n':
-            esc = 'n';
-            break;
-        case '\r':
-            esc = 'r';
-            break;
-        case '\t':
-            esc = 't';
-            break;
-        case '\b':
-            esc = 'b';
-            break;
-        case '\f':
-            esc = 'f';
-            break;
-        }
-        if (esc) {
-            char two[2] = {'\\', esc};
-            rl_buf_append(buf, two, 2);
-        } else {
-            char six[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            rl_buf_append(buf, six, 6);
-        }
+        rl_buf_reserve(buf, 6);
+        buf->len += escape_byte(buf->data + buf->len, c);
+        buf->data[buf->len] = '\0';
+        run = ++i;
     }
     rl_buf_append(buf, s + run, len - run);
 }

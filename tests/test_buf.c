@@ -72,6 +72,46 @@ static void test_json_escape_round_trip(void **state)
     rl_buf_free(&b);
 }
 
+/* Random strings, special bytes at every offset of the 8-byte scan:
+ * each must decode back to itself. */
+static void test_json_escape_random(void **state)
+{
+    static const char alphabet[] = "ab\"\\\n\t\x01\x1f\x7f \xc3\xa9xyz";
+    rl_buf_t b = RL_BUF_INIT;
+    char raw[80];
+    int round;
+
+    srand(99);
+    for (round = 0; round < 20000; round++) {
+        size_t len = (size_t)(rand() % 80), i;
+        json_error_t err;
+        json_t *v;
+
+        for (i = 0; i < len; i++)
+            raw[i] = alphabet[rand() % (int)(sizeof(alphabet) - 1)];
+        /* Keep the string valid UTF-8: pair every lead byte. */
+        for (i = 0; i < len; i++)
+            if ((unsigned char)raw[i] == 0xc3)
+                raw[i] = i + 1 < len ? raw[i] : 'q';
+        for (i = 0; i < len; i++)
+            if ((unsigned char)raw[i] == 0xc3)
+                raw[++i] = (char)0xa9;
+            else if ((unsigned char)raw[i] == 0xa9)
+                raw[i] = 'r';
+        rl_buf_reset(&b);
+        rl_buf_putc(&b, '"');
+        rl_buf_json_escape(&b, raw, len);
+        rl_buf_putc(&b, '"');
+        v = json_loadb(b.data, b.len, JSON_DECODE_ANY, &err);
+        if (!v)
+            fail_msg("round %d: %s in %s", round, err.text, b.data);
+        assert_int_equal(json_string_length(v), len);
+        assert_memory_equal(json_string_value(v), raw, len);
+        json_decref(v);
+    }
+    rl_buf_free(&b);
+}
+
 static void test_steal(void **state)
 {
     rl_buf_t b = RL_BUF_INIT;
@@ -97,6 +137,7 @@ int main(void)
         cmocka_unit_test(test_append_and_grow),
         cmocka_unit_test(test_printf_long),
         cmocka_unit_test(test_json_escape_round_trip),
+        cmocka_unit_test(test_json_escape_random),
         cmocka_unit_test(test_steal),
     };
 
