@@ -8,6 +8,7 @@
  * hand into a buffer, without building a jansson tree.
  */
 #include "ragline/event.h"
+#include "ragline/arena.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -346,6 +347,7 @@ rl_errclass_t rl_event_parse(rl_event_t *ev, const void *value, size_t len,
                              const rl_limits_t *limits, char *errstr,
                              size_t errstr_size)
 {
+    rl_arena_t *previous = NULL;
     json_error_t jerr;
     rl_errclass_t cls;
 
@@ -366,14 +368,22 @@ rl_errclass_t rl_event_parse(rl_event_t *ev, const void *value, size_t len,
         return RL_ERR_LIMIT;
     }
 
+    /* The tree lives as long as the event: one arena holds it all. */
+    if (rl_arena_installed()) {
+        ev->arena = rl_arena_new(len + len / 2 + 2048);
+        previous = rl_arena_use(ev->arena);
+    }
     /* Duplicate keys are refused: parsers disagree on which one wins,
      * and an event must mean the same thing to every consumer. */
     ev->root = json_loadb(
         value, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL,
         &jerr);
+    if (ev->arena)
+        rl_arena_use(previous);
     if (!ev->root) {
         set_err(errstr, errstr_size, "line %d column %d: %s", jerr.line,
                 jerr.column, jerr.text);
+        rl_event_clear(ev);
         return RL_ERR_INVALID_JSON;
     }
 
@@ -385,7 +395,11 @@ rl_errclass_t rl_event_parse(rl_event_t *ev, const void *value, size_t len,
 
 void rl_event_clear(rl_event_t *ev)
 {
-    json_decref(ev->root);
+    /* An arena-held tree goes with its arena, without a walk. */
+    if (ev->arena)
+        rl_arena_destroy(ev->arena);
+    else
+        json_decref(ev->root);
     free(ev->conversation_owned);
     memset(ev, 0, sizeof(*ev));
 }

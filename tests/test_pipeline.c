@@ -18,6 +18,7 @@
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
 
+#include "ragline/arena.h"
 #include "ragline/config.h"
 #include "ragline/kafka.h"
 #include "ragline/loop.h"
@@ -286,6 +287,9 @@ static void test_committed_to_the_end(void **state)
 
 int main(void)
 {
+    /* As the worker does, so that events are parsed into arenas. */
+    rl_arena_install();
+
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_event_ends_once),
         cmocka_unit_test(test_committed_to_the_end),

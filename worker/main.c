@@ -4,6 +4,7 @@
  * Exit status: 0 success, 1 a runtime failure, 2 a usage or
  * configuration error.
  */
+#include "ragline/arena.h"
 #include "ragline/buf.h"
 #include "ragline/config.h"
 #include "ragline/event.h"
@@ -297,10 +298,19 @@ static int read_all(const char *path, rl_buf_t *out)
     return 0;
 }
 
+/* json_dump_callback() sink: jansson's own json_dumps() would hand back
+ * memory from its allocator, which plain free() must not take. */
+static int append_json(const char *data, size_t size, void *opaque)
+{
+    rl_buf_append(opaque, data, size);
+    return 0;
+}
+
 /* Loads {"key": ..., "value": ...} lines, the evidence topic's records. */
 static int load_evidence(const char *path, rl_evcache_t *cache)
 {
     FILE *f = fopen(path, "r");
+    rl_buf_t text = RL_BUF_INIT;
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
@@ -313,7 +323,7 @@ static int load_evidence(const char *path, rl_evcache_t *cache)
     while (ret == 0 && (n = getline(&line, &cap, f)) >= 0) {
         json_error_t jerr;
         json_t *rec, *key, *value;
-        char why[256], *text = NULL;
+        char why[256];
 
         lineno++;
         if (strspn(line, " \t\r\n") == (size_t)n)
@@ -328,19 +338,22 @@ static int load_evidence(const char *path, rl_evcache_t *cache)
                     path, lineno);
             ret = -1;
         } else {
+            rl_buf_reset(&text);
             if (!json_is_null(value))
-                text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
-            if (rl_evcache_apply(
-                    cache, json_string_value(key), json_string_length(key),
-                    text, text ? strlen(text) : 0, why, sizeof(why)) < 0) {
+                json_dump_callback(value, append_json, &text,
+                                   JSON_COMPACT | JSON_ENCODE_ANY);
+            if (rl_evcache_apply(cache, json_string_value(key),
+                                 json_string_length(key),
+                                 json_is_null(value) ? NULL : text.data,
+                                 text.len, why, sizeof(why)) < 0) {
                 fprintf(stderr, "ragline: %s:%d: %s\n", path, lineno, why);
                 ret = -1;
             }
-            free(text);
         }
         json_decref(rec);
     }
     free(line);
+    rl_buf_free(&text);
     fclose(f);
     return ret;
 }
@@ -444,6 +457,8 @@ out:
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "help";
+
+    rl_arena_install(); /* before any jansson allocation */
 
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 2, argv + 2);

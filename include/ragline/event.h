@@ -43,8 +43,9 @@ typedef struct rl_limits_s {
 
 /** A parsed query event.  Strings point into @c root or the key copy. */
 typedef struct rl_event_s {
-    json_t *root;   /**< owned */
-    const char *id; /**< required, non-empty */
+    json_t *root;             /**< owned (by @c arena when there is one) */
+    struct rl_arena_s *arena; /**< holds the tree once rl_arena_install() ran */
+    const char *id;           /**< required, non-empty */
     const char *conversation_id;
     char *conversation_owned; /**< the key's copy when it was used */
     rl_prompt_input_t prompt; /**< history, query, recommended answer */
