@@ -68,6 +68,22 @@ void rl_arena_destroy(rl_arena_t *arena)
     free(arena);
 }
 
+void rl_arena_reset(rl_arena_t *arena)
+{
+    chunk_t *c = arena->chunks;
+
+    if (!c->next) {
+        c->used = 0;
+        return;
+    }
+    while (arena->chunks) {
+        c = arena->chunks;
+        arena->chunks = c->next;
+        free(c);
+    }
+    arena->chunks = chunk_new(arena->bytes);
+}
+
 size_t rl_arena_size(const rl_arena_t *arena)
 {
     return arena->bytes;

@@ -347,6 +347,15 @@ rl_errclass_t rl_event_parse(rl_event_t *ev, const void *value, size_t len,
                              const rl_limits_t *limits, char *errstr,
                              size_t errstr_size)
 {
+    return rl_event_parse_in(ev, NULL, value, len, key, key_len, limits, errstr,
+                             errstr_size);
+}
+
+rl_errclass_t rl_event_parse_in(rl_event_t *ev, rl_arena_t *arena,
+                                const void *value, size_t len, const void *key,
+                                size_t key_len, const rl_limits_t *limits,
+                                char *errstr, size_t errstr_size)
+{
     rl_arena_t *previous = NULL;
     json_error_t jerr;
     rl_errclass_t cls;
@@ -368,11 +377,17 @@ rl_errclass_t rl_event_parse(rl_event_t *ev, const void *value, size_t len,
         return RL_ERR_LIMIT;
     }
 
-    /* The tree lives as long as the event: one arena holds it all. */
-    if (rl_arena_installed()) {
-        ev->arena = rl_arena_new(len + len / 2 + 2048);
-        previous = rl_arena_use(ev->arena);
+    /* The tree lives as long as the event: one arena holds it all.
+     * jansson's lexer leaves its growing buffers behind in it, so a tree
+     * takes about 2.5 times the text. */
+    if (arena && rl_arena_installed()) {
+        ev->arena = arena;
+        ev->arena_borrowed = 1;
+    } else if (rl_arena_installed()) {
+        ev->arena = rl_arena_new(len * 5 / 2 + 4096);
     }
+    if (ev->arena)
+        previous = rl_arena_use(ev->arena);
     /* Duplicate keys are refused: parsers disagree on which one wins,
      * and an event must mean the same thing to every consumer. */
     ev->root = json_loadb(
@@ -396,10 +411,10 @@ rl_errclass_t rl_event_parse(rl_event_t *ev, const void *value, size_t len,
 void rl_event_clear(rl_event_t *ev)
 {
     /* An arena-held tree goes with its arena, without a walk. */
-    if (ev->arena)
-        rl_arena_destroy(ev->arena);
-    else
+    if (!ev->arena)
         json_decref(ev->root);
+    else if (!ev->arena_borrowed)
+        rl_arena_destroy(ev->arena);
     free(ev->conversation_owned);
     memset(ev, 0, sizeof(*ev));
 }

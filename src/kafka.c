@@ -38,6 +38,10 @@ static const kv_t consumer_defaults[] = {
     {"auto.offset.reset", "earliest"},
     {"enable.partition.eof", "false"},
     {"partition.assignment.strategy", "cooperative-sticky"},
+    /* librdkafka prefetches up to 64 MB by default; the backlog holds
+     * what the backend is not ready for, so 16 MB is plenty. */
+    {"queued.max.messages.kbytes", "16384"},
+    {"fetch.max.bytes", "16777216"},
     {NULL, NULL},
 };
 
@@ -381,6 +385,57 @@ static void on_again(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
     serve(opaque);
 }
 
+/* Errors a topic shows for a moment after it is created, or while its
+ * leader moves: worth asking again. */
+static int transient(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+           err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+           err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+           err == RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT ||
+           err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+           err == RD_KAFKA_RESP_ERR__TRANSPORT;
+}
+
+static rd_kafka_resp_err_t query_watermarks(rl_evreader_t *r, int partition,
+                                            int64_t *lo, int64_t *hi,
+                                            int timeout_ms)
+{
+    int64_t deadline = rl_now_us() + timeout_ms * 1000LL;
+    rd_kafka_resp_err_t err;
+
+    for (;;) {
+        err = rd_kafka_query_watermark_offsets(r->rk, r->topic, partition, lo,
+                                               hi, timeout_ms);
+        if (!transient(err) || rl_now_us() > deadline)
+            return err;
+        usleep(100 * 1000);
+    }
+}
+
+/* The topic's metadata; a topic created a moment ago gets a few
+ * seconds to show its partitions. */
+static rd_kafka_resp_err_t topic_metadata(rl_evreader_t *r,
+                                          rd_kafka_topic_t *rkt,
+                                          const struct rd_kafka_metadata **md,
+                                          int timeout_ms)
+{
+    int64_t deadline = rl_now_us() + 5000000;
+    rd_kafka_resp_err_t err;
+
+    for (;;) {
+        err = rd_kafka_metadata(r->rk, 0, rkt, md, timeout_ms);
+        if (err ||
+            ((*md)->topic_cnt == 1 && !(*md)->topics[0].err &&
+             (*md)->topics[0].partition_cnt > 0) ||
+            rl_now_us() > deadline)
+            return err;
+        rd_kafka_metadata_destroy(*md);
+        *md = NULL;
+        usleep(200 * 1000);
+    }
+}
+
 /* Finds the partitions and their high watermarks; assigns them all. */
 static int assign_all(rl_evreader_t *r, int timeout_ms, char *errstr,
                       size_t errstr_size)
@@ -391,7 +446,7 @@ static int assign_all(rl_evreader_t *r, int timeout_ms, char *errstr,
     rd_kafka_resp_err_t err;
     int i, ret = -1;
 
-    err = rd_kafka_metadata(r->rk, 0, rkt, &md, timeout_ms);
+    err = topic_metadata(r, rkt, &md, timeout_ms);
     if (err) {
         snprintf(errstr, errstr_size, "evidence topic '%s': metadata: %s",
                  r->topic, rd_kafka_err2str(err));
@@ -412,8 +467,7 @@ static int assign_all(rl_evreader_t *r, int timeout_ms, char *errstr,
     for (i = 0; i < r->nparts; i++) {
         int64_t lo = 0, hi = 0;
 
-        err = rd_kafka_query_watermark_offsets(r->rk, r->topic, i, &lo, &hi,
-                                               timeout_ms);
+        err = query_watermarks(r, i, &lo, &hi, timeout_ms);
         if (err) {
             snprintf(errstr, errstr_size,
                      "evidence topic '%s' [%d]: watermarks: %s", r->topic, i,

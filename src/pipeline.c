@@ -14,6 +14,7 @@
  *                                          finish: track, store offset <
  */
 #include "ragline/pipeline.h"
+#include "ragline/arena.h"
 #include "ragline/backend.h"
 #include "ragline/breaker.h"
 #include "ragline/buf.h"
@@ -70,7 +71,8 @@ typedef struct job_s {
     part_t *part;
     uint64_t ticket;
     rd_kafka_message_t *msg;
-    rl_event_t ev;
+    char *id;   /**< the event's, once parsed */
+    char *conv; /**< its conversation id */
     rl_render_stats_t stats;
     job_stage_t stage;
     int ordered;  /**< holds its ordering key in pl->keyq */
@@ -135,7 +137,9 @@ struct rl_pipeline_s {
     int revoking_cooperative;
     rl_timer_t revoke_deadline;
     rl_metrics_t metrics;
-    rl_buf_t scratch; /**< prompt and answer rendering, reused */
+    rl_buf_t scratch;  /**< prompt and answer rendering, reused */
+    rl_arena_t *arena; /**< the event being attempted is parsed into it */
+    int arena_busy;
 
     int capped;   /**< over inflight.max (hysteresis) */
     int draining; /**< shutdown requested: no new events */
@@ -376,7 +380,8 @@ static void job_free(job_t *job)
     if (job->active)
         pl->active--;
 
-    rl_event_clear(&job->ev);
+    free(job->id);
+    free(job->conv);
     json_decref(job->stats.missing_list);
     free(job->out_value);
     if (job->out_hdrs)
@@ -449,8 +454,8 @@ static void job_finish(job_t *job)
  * can be read of it. */
 static const char *job_id(const job_t *job, char *dst, size_t dst_size)
 {
-    if (job->ev.id)
-        return job->ev.id;
+    if (job->id)
+        return job->id;
     rl_event_peek_id(job->msg->payload, job->msg->len, dst, dst_size);
     return *dst ? dst : "(none)";
 }
@@ -593,8 +598,8 @@ static void produce_answer(job_t *job, const rl_backend_result_t *res)
     size_t len;
 
     memset(&a, 0, sizeof(a));
-    a.id = job->ev.id;
-    a.conversation_id = job->ev.conversation_id;
+    a.id = job->id;
+    a.conversation_id = job->conv;
     a.answer = res->text;
     a.answer_len = res->text_len;
     a.backend = rl_backend_name(pl->backend);
@@ -702,31 +707,64 @@ static void on_breaker_change(void *opaque, rl_breaker_state_t from,
 
 static void on_backend_done(void *opaque, const rl_backend_result_t *res);
 
-/* One attempt: ask the breaker, render, submit. */
-static void job_attempt(job_t *job)
+/*
+ * Parses the job's message.  The tree is not kept between attempts (a
+ * parsed 10 KB event takes ~25 KB, and thousands may wait): each attempt
+ * parses into the pipeline's arena, reset each time, and the job keeps
+ * only its ids.  Failures go to the dead letters.
+ */
+static int job_parse(job_t *job, rl_event_t *ev)
 {
     rl_pipeline_t *pl = job->pl;
-    int64_t now = rl_loop_now_ms(pl->loop);
-    rl_breaker_verdict_t verdict = rl_breaker_allow(pl->breaker, now);
+    const rd_kafka_message_t *m = job->msg;
+    rl_arena_t *arena = NULL;
+    rl_errclass_t cls;
+    char why[512];
+
+    /* Only one tree at a time lives in the shared arena. */
+    if (!pl->arena_busy) {
+        rl_arena_reset(pl->arena);
+        arena = pl->arena;
+    }
+    cls = rl_event_parse_in(ev, arena, m->payload, m->len, m->key, m->key_len,
+                            &pl->settings->limits, why, sizeof(why));
+    if (cls != RL_ERR_NONE) {
+        dead_letter(job, cls, why);
+        return -1;
+    }
+    if (ev->arena == pl->arena)
+        pl->arena_busy = 1;
+    if (!job->id) {
+        job->id = rl_xstrdup(ev->id);
+        job->conv = rl_xstrdup(ev->conversation_id);
+    }
+    return 0;
+}
+
+/* Takes the pipeline, not the job: the attempt may have freed the job
+ * (a dead letter that could not be produced). */
+static void job_unparse(rl_pipeline_t *pl, rl_event_t *ev)
+{
+    if (ev->arena && ev->arena == pl->arena)
+        pl->arena_busy = 0;
+    rl_event_clear(ev);
+}
+
+/* Renders and submits one attempt of a parsed event. */
+static void send_attempt(job_t *job, const rl_event_t *ev, int probe)
+{
+    rl_pipeline_t *pl = job->pl;
     rl_backend_req_t req;
     char why[512];
 
-    job->stage = JOB_BACKEND;
-    if (verdict == RL_BREAKER_WAIT) {
-        park(job);
-        update_flow(pl);
-        return;
-    }
-    job->probe = verdict == RL_BREAKER_PROBE;
-
-    /* Rendered again for each attempt rather than kept: a prompt is
-     * ~10 KB, and thousands may be waiting. */
+    /* Rendered again for each attempt rather than kept, like the tree. */
+    job->probe = probe;
     json_array_clear(job->stats.missing_list);
     job->stats.queries = job->stats.found = job->stats.missing = 0;
     job->stats.inline_turns = 0;
     rl_buf_reset(&pl->scratch);
-    if (rl_render(pl->tpl, &job->ev.prompt, pl->cache, &pl->scratch,
-                  &job->stats, why, sizeof(why)) < 0) {
+    if (rl_render(pl->tpl, &ev->prompt, pl->cache, &pl->scratch, &job->stats,
+                  why, sizeof(why)) < 0) {
         dead_letter(job, RL_ERR_RENDER, why);
         return;
     }
@@ -734,16 +772,46 @@ static void job_attempt(job_t *job)
     memset(&req, 0, sizeof(req));
     req.prompt = pl->scratch.data;
     req.prompt_len = pl->scratch.len;
-    req.recommended = job->ev.prompt.recommended;
-    req.recommended_len = job->ev.prompt.recommended_len;
-    req.request_id = job->ev.id;
+    req.recommended = ev->prompt.recommended;
+    req.recommended_len = ev->prompt.recommended_len;
+    req.request_id = job->id;
     if (job->attempts++ == 0) {
-        job->first_attempt_ms = now;
+        job->first_attempt_ms = rl_loop_now_ms(pl->loop);
         job->submitted_us = rl_now_us();
         pl->metrics.evidence_missing += job->stats.missing;
     }
     if (rl_backend_submit(pl->backend, &req, on_backend_done, job) < 0)
         dead_letter(job, RL_ERR_BACKEND, "the backend call could not start");
+}
+
+/* One attempt: ask the breaker; then parse (unless @p parsed already
+ * holds the event), render and submit. */
+static void attempt(job_t *job, const rl_event_t *parsed)
+{
+    rl_pipeline_t *pl = job->pl;
+    rl_breaker_verdict_t verdict =
+        rl_breaker_allow(pl->breaker, rl_loop_now_ms(pl->loop));
+    rl_event_t ev;
+
+    job->stage = JOB_BACKEND;
+    if (verdict == RL_BREAKER_WAIT) {
+        park(job);
+        update_flow(pl);
+        return;
+    }
+    if (parsed) {
+        send_attempt(job, parsed, verdict == RL_BREAKER_PROBE);
+        return;
+    }
+    if (job_parse(job, &ev) < 0)
+        return;
+    send_attempt(job, &ev, verdict == RL_BREAKER_PROBE);
+    job_unparse(pl, &ev);
+}
+
+static void job_attempt(job_t *job)
+{
+    attempt(job, NULL);
 }
 
 static void on_backoff(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
@@ -795,6 +863,12 @@ static void on_backend_done(void *opaque, const rl_backend_result_t *res)
                                    : res->retriable ? RL_BREAKER_FAILURE
                                                     : RL_BREAKER_PERMANENT;
 
+    /* A 429 is a live backend asking us to slow down, which the retry
+     * backoff (and its Retry-After) does; opening the breaker on it
+     * would stall all input on a partial rate limit. */
+    if (res->http_status == 429)
+        outcome = RL_BREAKER_PERMANENT;
+
     rl_hist_add(&pl->metrics.backend_ms, res->elapsed_ms);
     if (job->probe) {
         job->probe = 0;
@@ -808,30 +882,27 @@ static void on_backend_done(void *opaque, const rl_backend_result_t *res)
         retry_or_give_up(job, res);
 }
 
-/* Parse, then wait for the ordering key or go to the backend. */
+/* Parse (invalid events go to the dead letters at once), then wait for
+ * the ordering key or go to the backend. */
 static void job_start(job_t *job)
 {
     rl_pipeline_t *pl = job->pl;
-    const rd_kafka_message_t *m = job->msg;
-    rl_errclass_t cls;
-    char why[512];
+    rl_event_t ev;
 
-    cls = rl_event_parse(&job->ev, m->payload, m->len, m->key, m->key_len,
-                         &pl->settings->limits, why, sizeof(why));
-    if (cls != RL_ERR_NONE) {
-        dead_letter(job, cls, why);
+    if (job_parse(job, &ev) < 0)
         return;
-    }
     job->stats.missing_list = json_array();
 
     if (ordering_key(pl, job)) {
         job->ordered = 1;
         if (!rl_keyq_enter(pl->keyq, pl->keybuf.data, pl->keybuf.len, job)) {
             job->stage = JOB_WAITING;
+            job_unparse(pl, &ev);
             return;
         }
     }
-    job_attempt(job);
+    attempt(job, &ev);
+    job_unparse(pl, &ev);
 }
 
 static void job_begin(job_t *job)
@@ -1596,33 +1667,45 @@ static int load_template(rl_pipeline_t *pl, char *errstr, size_t errstr_size)
     return pl->tpl ? 0 : -1;
 }
 
+static int check_topic(rl_pipeline_t *pl, const char *name, char *errstr,
+                       size_t errstr_size)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(pl->producer, name, NULL);
+    rd_kafka_resp_err_t err =
+        rd_kafka_metadata(pl->producer, 0, rkt, &md, STARTUP_TIMEOUT_MS);
+    int ret = 0;
+
+    if (err) {
+        snprintf(errstr, errstr_size, "topic '%s': metadata: %s", name,
+                 rd_kafka_err2str(err));
+        ret = -1;
+    } else if (md->topic_cnt != 1 || md->topics[0].err ||
+               md->topics[0].partition_cnt == 0) {
+        snprintf(errstr, errstr_size, "topic '%s' does not exist", name);
+        ret = 1; /* maybe not yet: a new topic takes a moment */
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return ret;
+}
+
 /* The output and dead-letter topics must exist: a record for a missing
- * topic would wait in the producer for minutes before failing. */
+ * topic would wait in the producer for minutes before failing.  A topic
+ * created just before the worker started gets a few seconds to show. */
 static int check_topics(rl_pipeline_t *pl, char *errstr, size_t errstr_size)
 {
     const char *names[2] = {pl->settings->output_topic,
                             pl->settings->dlq_topic};
-    int i;
+    int64_t deadline = rl_now_us() + 5000000;
+    int i, r;
 
     for (i = 0; i < 2; i++) {
-        const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_topic_t *rkt =
-            rd_kafka_topic_new(pl->producer, names[i], NULL);
-        rd_kafka_resp_err_t err =
-            rd_kafka_metadata(pl->producer, 0, rkt, &md, STARTUP_TIMEOUT_MS);
-        int missing = !err && (md->topic_cnt != 1 || md->topics[0].err ||
-                               md->topics[0].partition_cnt == 0);
-
-        if (err)
-            snprintf(errstr, errstr_size, "topic '%s': metadata: %s", names[i],
-                     rd_kafka_err2str(err));
-        else if (missing)
-            snprintf(errstr, errstr_size, "topic '%s' does not exist",
-                     names[i]);
-        if (md)
-            rd_kafka_metadata_destroy(md);
-        rd_kafka_topic_destroy(rkt);
-        if (err || missing)
+        while ((r = check_topic(pl, names[i], errstr, errstr_size)) == 1 &&
+               rl_now_us() < deadline)
+            usleep(200 * 1000);
+        if (r != 0)
             return -1;
     }
     return 0;
@@ -1727,6 +1810,7 @@ rl_pipeline_t *rl_pipeline_new(rl_loop_t *loop, const rl_config_t *conf,
     rl_timer_init(&pl->revoke_deadline, on_revoke_deadline, pl);
     pl->cache = rl_evcache_new();
     pl->keyq = rl_keyq_new();
+    pl->arena = rl_arena_new(65536);
     pl->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 
     if (load_template(pl, errstr, errstr_size) < 0)
@@ -1818,6 +1902,7 @@ void rl_pipeline_destroy(rl_pipeline_t *pl)
     rl_template_destroy(pl->tpl);
     rl_breaker_destroy(pl->breaker);
     rl_keyq_destroy(pl->keyq);
+    rl_arena_destroy(pl->arena);
     rl_buf_free(&pl->keybuf);
     rl_buf_free(&pl->scratch);
     free(pl);

@@ -42,6 +42,13 @@ void rl_arena_destroy(rl_arena_t *arena);
  */
 rl_arena_t *rl_arena_use(rl_arena_t *arena);
 
+/**
+ * @brief Forgets everything allocated in @p arena, keeping one chunk as
+ *        large as all its chunks were, so that the next tree of the same
+ *        size fits in it at once.
+ */
+void rl_arena_reset(rl_arena_t *arena);
+
 /** @returns the bytes of the arena's chunks. */
 size_t rl_arena_size(const rl_arena_t *arena);
 

@@ -45,6 +45,7 @@ typedef struct rl_limits_s {
 typedef struct rl_event_s {
     json_t *root;             /**< owned (by @c arena when there is one) */
     struct rl_arena_s *arena; /**< holds the tree once rl_arena_install() ran */
+    int arena_borrowed;       /**< @c arena is the caller's, not ours */
     const char *id;           /**< required, non-empty */
     const char *conversation_id;
     char *conversation_owned; /**< the key's copy when it was used */
@@ -64,6 +65,16 @@ rl_errclass_t rl_event_parse(rl_event_t *ev, const void *value, size_t len,
                              const void *key, size_t key_len,
                              const rl_limits_t *limits, char *errstr,
                              size_t errstr_size);
+
+/**
+ * @brief rl_event_parse() into the caller's @p arena (which must stay
+ *        alive and unreset while @p ev is used); NULL is as
+ *        rl_event_parse().  rl_event_clear() leaves the arena alone.
+ */
+rl_errclass_t rl_event_parse_in(rl_event_t *ev, struct rl_arena_s *arena,
+                                const void *value, size_t len, const void *key,
+                                size_t key_len, const rl_limits_t *limits,
+                                char *errstr, size_t errstr_size);
 
 /** @brief Frees what @p ev owns and zeroes it. */
 void rl_event_clear(rl_event_t *ev);
