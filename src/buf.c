@@ -213,6 +213,17 @@ void rl_buf_json_escape(rl_buf_t *buf, const char *s, size_t len)
     rl_buf_append(buf, s + run, len - run);
 }
 
+void rl_errstr(char *errstr, size_t errstr_size, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!errstr || !errstr_size)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errstr_size, fmt, ap);
+    va_end(ap);
+}
+
 const char *rl_buf_cstr(rl_buf_t *buf)
 {
     if (!buf->data)

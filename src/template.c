@@ -22,20 +22,6 @@ struct rl_template_s {
     size_t cap;
 };
 
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!errstr || !errstr_size)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 static void add_part(rl_template_t *tpl, const char *text, size_t len, int slot)
 {
     rl_template_part_t *part;
@@ -118,18 +104,19 @@ static size_t parse_placeholder(rl_template_t *tpl, size_t dollar,
 
     if (name_len == 0 || (braced && (i >= tpl->len || text[i] != '}'))) {
         locate(text, dollar, origin, where, sizeof(where));
-        set_err(errstr, errstr_size,
-                "%s: invalid placeholder: \"$\" must be followed by \"$\", "
-                "a name or {name}",
-                where);
+        rl_errstr(errstr, errstr_size,
+                  "%s: invalid placeholder: \"$\" must be followed by \"$\", "
+                  "a name or {name}",
+                  where);
         return 0;
     }
 
     slot = find_slot(names, text + name_start, name_len);
     if (slot < 0) {
         locate(text, dollar, origin, where, sizeof(where));
-        set_err(errstr, errstr_size, "%s: unknown placeholder \"%.*s\"", where,
-                (int)(name_len < 64 ? name_len : 64), text + name_start);
+        rl_errstr(errstr, errstr_size, "%s: unknown placeholder \"%.*s\"",
+                  where, (int)(name_len < 64 ? name_len : 64),
+                  text + name_start);
         return 0;
     }
 
@@ -192,8 +179,8 @@ rl_template_t *rl_template_load(const char *path, const char *const *names,
 
     f = fopen(path, "rb");
     if (!f) {
-        set_err(errstr, errstr_size, "%s: cannot open template: %s", path,
-                strerror(errno));
+        rl_errstr(errstr, errstr_size, "%s: cannot open template: %s", path,
+                  strerror(errno));
         return NULL;
     }
     for (;;) {
@@ -203,8 +190,8 @@ rl_template_t *rl_template_load(const char *path, const char *const *names,
         rl_buf_append(&text, chunk, n);
     }
     if (ferror(f)) {
-        set_err(errstr, errstr_size, "%s: cannot read template: %s", path,
-                strerror(errno));
+        rl_errstr(errstr, errstr_size, "%s: cannot read template: %s", path,
+                  strerror(errno));
         goto close_file;
     }
 

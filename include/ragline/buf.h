@@ -44,6 +44,13 @@ void rl_buf_printf(rl_buf_t *buf, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void rl_buf_vprintf(rl_buf_t *buf, const char *fmt, va_list ap);
 
+/**
+ * @brief Formats a one-line error into @p errstr, the error idiom of
+ *        ragline's APIs.  A NULL or empty @p errstr is ignored.
+ */
+void rl_errstr(char *errstr, size_t errstr_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /** @brief Appends @p s as the body of a JSON string (no quotes). */
 void rl_buf_json_escape(rl_buf_t *buf, const char *s, size_t len);
 
