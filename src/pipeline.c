@@ -77,7 +77,6 @@ typedef struct job_s {
     job_stage_t stage;
     int ordered;  /**< holds its ordering key in pl->keyq */
     int attempts; /**< backend attempts started */
-    int probe;    /**< the current attempt is the breaker's probe */
     int last_status;
     int64_t first_attempt_ms;
     rl_timer_t backoff;   /**< until the next attempt */
@@ -126,6 +125,7 @@ struct rl_pipeline_s {
     rl_breaker_t *breaker;
     job_t *parked_head, *parked_tail; /**< waiting for the breaker */
     rl_timer_t probe;                 /**< the open breaker's next probe */
+    int probing;                      /**< the probe request is out */
     rl_timer_t unpark;                /**< releases parked jobs */
     uint64_t rng;                     /**< backoff jitter */
 
@@ -655,8 +655,9 @@ static job_t *unpark_one(rl_pipeline_t *pl)
     return job;
 }
 
-/* The backend is back: every parked job starts afresh, with a whole
- * retry budget, since its failures were the backend's, not its own. */
+/* The backend is back: every parked job starts again, with a fresh
+ * deadline; the attempts that failed while the breaker was open were
+ * not counted against it. */
 static void on_unpark(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
 {
     rl_pipeline_t *pl = opaque;
@@ -664,22 +665,69 @@ static void on_unpark(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
 
     while (rl_breaker_state(pl->breaker) == RL_BREAKER_CLOSED &&
            (job = unpark_one(pl)) != NULL) {
-        job->attempts = 0;
+        job->first_attempt_ms = rl_loop_now_ms(loop);
         job_attempt(job);
     }
     update_flow(pl);
 }
 
-/* The open breaker's wait is over: the oldest parked job probes. */
+static void on_probe_done(void *opaque, const rl_backend_result_t *res)
+{
+    rl_pipeline_t *pl = opaque;
+    rl_breaker_outcome_t outcome = res->ok || res->http_status == 429
+                                       ? RL_BREAKER_SUCCESS
+                                   : res->retriable ? RL_BREAKER_FAILURE
+                                                    : RL_BREAKER_PERMANENT;
+
+    pl->probing = 0;
+    rl_breaker_probe_done(pl->breaker, outcome, res->error,
+                          rl_loop_now_ms(pl->loop));
+}
+
+/* Sends the probe the breaker granted (HALF_OPEN). */
+static void send_probe(rl_pipeline_t *pl)
+{
+    rl_backend_req_t req;
+
+    memset(&req, 0, sizeof(req));
+    req.prompt = "ping";
+    req.prompt_len = 4;
+    req.recommended = "pong";
+    req.recommended_len = 4;
+    req.request_id = "ragline-breaker-probe";
+    pl->probing = 1;
+    if (rl_backend_submit(pl->backend, &req, on_probe_done, pl) < 0) {
+        pl->probing = 0;
+        rl_breaker_probe_done(pl->breaker, RL_BREAKER_FAILURE,
+                              "the probe could not start",
+                              rl_loop_now_ms(pl->loop));
+    }
+}
+
+/*
+ * The open breaker's wait is over: probe the backend with a request of
+ * its own, a one-word prompt.  Not with a parked event: an event whose
+ * every call hangs or fails would keep the breaker open for all.
+ */
 static void on_probe(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
 {
     rl_pipeline_t *pl = opaque;
-    job_t *job = unpark_one(pl);
+    rl_breaker_verdict_t verdict;
 
-    if (job)
-        job_attempt(job);
-    else
-        update_flow(pl); /* nothing to probe with: let input in */
+    if (pl->probing || pl->finished)
+        return;
+    verdict = rl_breaker_allow(pl->breaker, rl_loop_now_ms(loop));
+    if (verdict == RL_BREAKER_GO) {
+        rl_timer_start(loop, &pl->unpark, 0);
+        return;
+    }
+    if (verdict == RL_BREAKER_WAIT) {
+        rl_timer_start(loop, &pl->probe,
+                       rl_breaker_next_probe_ms(pl->breaker) -
+                           rl_loop_now_ms(loop));
+        return;
+    }
+    send_probe(pl);
 }
 
 static void on_breaker_change(void *opaque, rl_breaker_state_t from,
@@ -751,14 +799,13 @@ static void job_unparse(rl_pipeline_t *pl, rl_event_t *ev)
 }
 
 /* Renders and submits one attempt of a parsed event. */
-static void send_attempt(job_t *job, const rl_event_t *ev, int probe)
+static void send_attempt(job_t *job, const rl_event_t *ev)
 {
     rl_pipeline_t *pl = job->pl;
     rl_backend_req_t req;
     char why[512];
 
     /* Rendered again for each attempt rather than kept, like the tree. */
-    job->probe = probe;
     json_array_clear(job->stats.missing_list);
     job->stats.queries = job->stats.found = job->stats.missing = 0;
     job->stats.inline_turns = 0;
@@ -794,18 +841,21 @@ static void attempt(job_t *job, const rl_event_t *parsed)
     rl_event_t ev;
 
     job->stage = JOB_BACKEND;
-    if (verdict == RL_BREAKER_WAIT) {
+    if (verdict != RL_BREAKER_GO) {
         park(job);
         update_flow(pl);
+        /* The breaker probes with a request of its own, not this event. */
+        if (verdict == RL_BREAKER_PROBE)
+            send_probe(pl);
         return;
     }
     if (parsed) {
-        send_attempt(job, parsed, verdict == RL_BREAKER_PROBE);
+        send_attempt(job, parsed);
         return;
     }
     if (job_parse(job, &ev) < 0)
         return;
-    send_attempt(job, &ev, verdict == RL_BREAKER_PROBE);
+    send_attempt(job, &ev);
     job_unparse(pl, &ev);
 }
 
@@ -832,6 +882,7 @@ static void retry_or_give_up(job_t *job, const rl_backend_result_t *res)
     snprintf(job->last_error, sizeof(job->last_error), "%s",
              res->error ? res->error : "failed");
     if (res->retriable && rl_breaker_state(pl->breaker) != RL_BREAKER_CLOSED) {
+        job->attempts--; /* the backend's failure, not the event's */
         park(job);
         update_flow(pl);
         return;
@@ -870,12 +921,7 @@ static void on_backend_done(void *opaque, const rl_backend_result_t *res)
         outcome = RL_BREAKER_PERMANENT;
 
     rl_hist_add(&pl->metrics.backend_ms, res->elapsed_ms);
-    if (job->probe) {
-        job->probe = 0;
-        rl_breaker_probe_done(pl->breaker, outcome, res->error, now);
-    } else {
-        rl_breaker_record(pl->breaker, outcome, res->error, now);
-    }
+    rl_breaker_record(pl->breaker, outcome, res->error, now);
     if (res->ok)
         produce_answer(job, res);
     else
