@@ -1370,6 +1370,10 @@ static void assign(rl_pipeline_t *pl, rd_kafka_t *rk, int cooperative,
     } else if (err) {
         rl_error(TAG, "assign: %s", rd_kafka_err2str(err));
     }
+    /* librdkafka 2.0.2 can keep an application pause across unassign
+     * and assign, while a new part_t starts "not paused": clear any old
+     * pause so the two agree, then let update_flow() pause as needed. */
+    rd_kafka_resume_partitions(rk, parts);
     rl_info(TAG, "assigned %d partition(s) of '%s'", parts->cnt,
             pl->settings->input_topic);
     update_flow(pl); /* new partitions start paused if input is held */
