@@ -677,8 +677,9 @@ def case_zombie_replaced(run, quick):
     """Exactly-once only: worker A is SIGSTOPped and a replacement with
     the same instance.id (the same transactional id) starts, as a
     supervisor would do; A, SIGCONTed, must be fenced by the producer
-    epoch and exit non-zero."""
-    n = 3000 if quick else 5000
+    epoch and exit non-zero.  Enough events are left when A wakes for it
+    to be given some: an idle zombie never touches its producer."""
+    n = 3000 if quick else 8000
     llm = FakeLLM(run, latency_ms=40, latency_dist="uniform", seed=7)
     run.setup(run.suite.broker, n, backend=llm, conf={"inflight.max": 128})
     a = run.worker("a")
