@@ -47,15 +47,7 @@ step "unit tests"
 ctest --test-dir "$BUILD" --output-on-failure || failed+=("unit tests")
 
 step "python environment ($VENV)"
-# Reinstalled only when tests/requirements.txt changes.
-stamp=$VENV/.requirements.sha256
-want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-        -r tests/requirements.txt
-    echo "$want" >"$stamp"
-fi
+tests/venv.sh "$VENV"
 
 step "Kafka broker jars"
 # Fetched here rather than in the first test, so no test's time limit

@@ -40,16 +40,7 @@ cc -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -Wall -Wextra -Werror \
     -o "$BUILD/faults/mockdriver" tests/faults/mockdriver.c -lrdkafka
 
 echo "== python environment ($VENV)"
-# The same environment as tests/run.sh, reinstalled only when
-# tests/requirements.txt changes.
-stamp=$VENV/.requirements.sha256
-want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-        -r tests/requirements.txt
-    echo "$want" >"$stamp"
-fi
+tests/venv.sh "$VENV"
 
 echo "== Kafka broker jars"
 deploy/kafka.sh fetch >/dev/null
