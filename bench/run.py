@@ -496,6 +496,11 @@ class Bench:
                     "--tool=callgrind",
                     f"--callgrind-out-file={self.args.callgrind}",
                 ] + argv
+            elif self.args.perf:
+                argv = [
+                    "perf", "record", "-q", "-g", "-F", "999",
+                    "-o", self.args.perf,
+                ] + argv
             return argv
         return [
             sys.executable,
@@ -865,6 +870,9 @@ def parse_args(argv):
     ap.add_argument("--events", type=int, default=0,
                     help="events of every prefilled scenario (default: "
                     "each scenario's own)")
+    ap.add_argument("--perf", metavar="FILE",
+                    help="run ragline under 'perf record -g', writing FILE "
+                    "(read it with 'perf report -i FILE')")
     ap.add_argument("--callgrind", metavar="FILE",
                     help="run ragline under valgrind's callgrind, writing "
                     "FILE (timings are then meaningless)")
