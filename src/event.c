@@ -1,14 +1,15 @@
 /*
  * ragline - query events in, answer events out.
  *
- * Parsing checks the cheap limits (size, nesting) before jansson sees a
- * byte, so a hostile message costs one linear scan; then one strict
- * json_loadb() and a walk that checks every field the renderer relies
+ * Parsing checks the size first, then reads the text once with
+ * rl_json_parse() (ragline/json.h), which also enforces the nesting
+ * limit, into a jansson tree, and walks the fields the renderer relies
  * on, naming the field's path in the error.  Answers are written by
  * hand into a buffer, without building a jansson tree.
  */
 #include "ragline/event.h"
 #include "ragline/arena.h"
+#include "ragline/json.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -53,36 +54,6 @@ const char *rl_errclass_name(rl_errclass_t cls)
 }
 
 /* ---- parsing ---- */
-
-/*
- * @returns 1 if arrays and objects nest deeper than @p max_depth.
- * Brackets inside strings do not count; the text need not be valid JSON
- * (jansson judges that next), so this only has to be right on JSON.
- */
-static int nests_deeper_than(const char *s, size_t len, int max_depth)
-{
-    int depth = 0, in_string = 0;
-    size_t i;
-
-    for (i = 0; i < len; i++) {
-        char c = s[i];
-
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_string = 0;
-        } else if (c == '"') {
-            in_string = 1;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max_depth)
-                return 1;
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-    }
-    return 0;
-}
 
 static const char *type_name(const json_t *v)
 {
@@ -357,7 +328,7 @@ rl_errclass_t rl_event_parse_in(rl_event_t *ev, rl_arena_t *arena,
                                 char *errstr, size_t errstr_size)
 {
     rl_arena_t *previous = NULL;
-    json_error_t jerr;
+    rl_json_error_t jerr;
     rl_errclass_t cls;
 
     memset(ev, 0, sizeof(*ev));
@@ -371,35 +342,31 @@ rl_errclass_t rl_event_parse_in(rl_event_t *ev, rl_arena_t *arena,
                 limits->event_bytes);
         return RL_ERR_LIMIT;
     }
-    if (nests_deeper_than(value, len, limits->max_depth)) {
-        set_err(errstr, errstr_size,
-                "event nests deeper than limits.depth (%d)", limits->max_depth);
-        return RL_ERR_LIMIT;
-    }
-
-    /* The tree lives as long as the event: one arena holds it all.
-     * jansson's lexer leaves its growing buffers behind in it, so a tree
-     * takes about 2.5 times the text. */
+    /* The tree lives as long as the event: one arena holds it all; a
+     * tree takes about one and a half times its text. */
     if (arena && rl_arena_installed()) {
         ev->arena = arena;
         ev->arena_borrowed = 1;
     } else if (rl_arena_installed()) {
-        ev->arena = rl_arena_new(len * 5 / 2 + 4096);
+        ev->arena = rl_arena_new(len * 3 / 2 + 4096);
     }
     if (ev->arena)
         previous = rl_arena_use(ev->arena);
     /* Duplicate keys are refused: parsers disagree on which one wins,
      * and an event must mean the same thing to every consumer. */
-    ev->root = json_loadb(
-        value, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL,
-        &jerr);
+    ev->root = rl_json_parse(value, len, limits->max_depth, &jerr);
     if (ev->arena)
         rl_arena_use(previous);
     if (!ev->root) {
-        set_err(errstr, errstr_size, "line %d column %d: %s", jerr.line,
-                jerr.column, jerr.text);
+        if (jerr.too_deep)
+            set_err(errstr, errstr_size,
+                    "event nests deeper than limits.depth (%d), at line %d "
+                    "column %d",
+                    limits->max_depth, jerr.line, jerr.column);
+        else
+            set_err(errstr, errstr_size, "%s", jerr.text);
         rl_event_clear(ev);
-        return RL_ERR_INVALID_JSON;
+        return jerr.too_deep ? RL_ERR_LIMIT : RL_ERR_INVALID_JSON;
     }
 
     cls = check_event(ev, key, key_len, limits, errstr, errstr_size);
@@ -603,9 +570,6 @@ void rl_answer_write(rl_buf_t *out, const rl_answer_t *a)
 
 /* ---- peeking at a bad event ---- */
 
-/* Deeper than this, a message is not worth parsing just for a log id. */
-#define PEEK_MAX_DEPTH 64
-
 const char *rl_event_peek_id(const void *value, size_t len, char *dst,
                              size_t dst_size)
 {
@@ -616,8 +580,10 @@ const char *rl_event_peek_id(const void *value, size_t len, char *dst,
     if (!dst_size)
         return dst;
     dst[0] = '\0';
-    if (!value || nests_deeper_than(value, len, PEEK_MAX_DEPTH))
+    if (!value)
         return dst;
+    /* jansson's own parser, which keeps the last of repeated keys: this
+     * runs on events already refused, to name them in a log line. */
     root = json_loadb(value, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     id = json_object_get(root, "id");
     if (!json_is_string(id))

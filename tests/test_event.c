@@ -193,12 +193,13 @@ static void test_validation_errors(void **state)
          RL_ERR_INVALID_EVENT,
          "history[0].all_evidences[1][1]: expected an object, got a string"},
         {"{\"id\":\"a\",\"id\":\"b\",\"query\":\"q\"}", RL_ERR_INVALID_JSON,
-         "line 1 column 14: duplicate object key near '\"id\"'"},
+         "line 1 column 11: duplicate object key \"id\""},
         {"{\"id\":\"i\",", RL_ERR_INVALID_JSON,
-         "line 1 column 10: string or '}' expected near end of file"},
+         "line 1 column 11: expected a string key, found the end of the text"},
         {"", RL_ERR_INVALID_JSON, "the message value is empty"},
         {"{\"id\":\"i\"} x", RL_ERR_INVALID_JSON,
-         "line 1 column 12: end of file expected near 'x'"},
+         "line 1 column 12: expected the end of the text after the value, "
+         "found 'x'"},
     };
     char err[256];
     rl_event_t ev;
@@ -227,9 +228,8 @@ static void test_invalid_utf8_refused(void **state)
 
     assert_int_equal(parse_str(&ev, json, &limits, err, sizeof(err)),
                      RL_ERR_INVALID_JSON);
-    assert_string_equal(err,
-                        "line 1 column 22: unable to decode byte 0xe9 near "
-                        "'\"caf'");
+    assert_string_equal(err, "line 1 column 23: invalid UTF-8 byte 0xe9 in a "
+                             "string");
     assert_int_equal(
         rl_event_parse(&ev, NULL, 0, NULL, 0, &limits, err, sizeof(err)),
         RL_ERR_INVALID_JSON);
@@ -287,7 +287,8 @@ static void test_depth_limit(void **state)
     json = nested(9, "");
     assert_int_equal(parse_str(&ev, json, &lim, err, sizeof(err)),
                      RL_ERR_LIMIT);
-    assert_string_equal(err, "event nests deeper than limits.depth (8)");
+    assert_string_equal(err, "event nests deeper than limits.depth (8), at "
+                             "line 1 column 34");
     free(json);
 
     /* A deep bomb is refused before jansson recurses into it. */
