@@ -781,8 +781,11 @@ static int prepare_http(rl_backend_t *be, call_t *call,
 
     rl_buf_reset(&call->body);
     rl_buf_append(&call->body, be->body_prefix.data, be->body_prefix.len);
-    rl_buf_json_escape(&call->body, req->prompt ? req->prompt : "",
-                       req->prompt ? req->prompt_len : 0);
+    if (req->prompt_escaped)
+        rl_buf_append(&call->body, req->prompt, req->prompt_len);
+    else
+        rl_buf_json_escape(&call->body, req->prompt ? req->prompt : "",
+                           req->prompt ? req->prompt_len : 0);
     rl_buf_append(&call->body, be->body_suffix.data, be->body_suffix.len);
 
     /* "Expect:" stops curl from waiting for a 100 Continue on big

@@ -3,6 +3,7 @@
  */
 #include "ragline/buf.h"
 
+#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,6 +212,62 @@ void rl_buf_json_escape(rl_buf_t *buf, const char *s, size_t len)
         run = ++i;
     }
     rl_buf_append(buf, s + run, len - run);
+}
+
+/* The byte a two-character escape stands for, or -1. */
+static int unescape_simple(char c)
+{
+    switch (c) {
+    case '"':
+    case '\\':
+    case '/':
+        return c;
+    case 'n':
+        return '\n';
+    case 'r':
+        return '\r';
+    case 't':
+        return '\t';
+    case 'b':
+        return '\b';
+    case 'f':
+        return '\f';
+    }
+    return -1;
+}
+
+static int hex_value(char c)
+{
+    return isdigit((unsigned char)c) ? c - '0'
+                                     : tolower((unsigned char)c) - 'a' + 10;
+}
+
+int rl_buf_json_unescape(rl_buf_t *buf, const char *s, size_t len)
+{
+    const char *end = s + len, *bs;
+
+    rl_buf_reserve(buf, len);
+    while ((bs = memchr(s, '\\', (size_t)(end - s))) != NULL) {
+        int c;
+
+        rl_buf_append(buf, s, (size_t)(bs - s));
+        if (end - bs < 2)
+            return -1;
+        c = unescape_simple(bs[1]);
+        if (c >= 0) {
+            rl_buf_putc(buf, (char)c);
+            s = bs + 2;
+            continue;
+        }
+        /* \u00XX: the control characters escape_byte() writes. */
+        if (bs[1] != 'u' || end - bs < 6 || bs[2] != '0' || bs[3] != '0' ||
+            !isxdigit((unsigned char)bs[4]) || !isxdigit((unsigned char)bs[5]))
+            return -1;
+        rl_buf_putc(buf, (char)(hex_value(bs[4]) << 4 | hex_value(bs[5])));
+        s = bs + 6;
+    }
+    rl_buf_append(buf, s, (size_t)(end - s));
+    return 0;
 }
 
 void rl_errstr(char *errstr, size_t errstr_size, const char *fmt, ...)

@@ -272,8 +272,8 @@ static void put(rl_evcache_t *cache, uint64_t hash, char *block, size_t key_len,
 }
 
 /*
- * Renders the repr() of the "results" list of the record @p value after
- * the key in @p block.  Returns 0, or -1 with a reason.
+ * Renders the repr() of the "results" list of the record @p value,
+ * escaped for JSON, after the key in @p block.  Returns 0, or -1 with a reason.
  */
 static int render_value(rl_buf_t *block, const void *value, size_t value_len,
                         char *errstr, size_t errstr_size)
@@ -293,7 +293,7 @@ static int render_value(rl_buf_t *block, const void *value, size_t value_len,
         set_err(errstr, errstr_size, "evidence value has no \"results\" list");
         goto free_root;
     }
-    if (rl_repr_json(block, results) < 0) {
+    if (rl_repr_json_escaped(block, results) < 0) {
         set_err(errstr, errstr_size, "evidence results are not UTF-8");
         goto free_root;
     }

@@ -810,8 +810,9 @@ static void send_attempt(job_t *job, const rl_event_t *ev)
     job->stats.queries = job->stats.found = job->stats.missing = 0;
     job->stats.inline_turns = 0;
     rl_buf_reset(&pl->scratch);
-    if (rl_render(pl->tpl, &ev->prompt, pl->cache, &pl->scratch, &job->stats,
-                  why, sizeof(why)) < 0) {
+    /* Rendered escaped: the backend copies it into the body as it is. */
+    if (rl_render_escaped(pl->tpl, &ev->prompt, pl->cache, &pl->scratch,
+                          &job->stats, why, sizeof(why)) < 0) {
         dead_letter(job, RL_ERR_RENDER, why);
         return;
     }
@@ -819,6 +820,7 @@ static void send_attempt(job_t *job, const rl_event_t *ev)
     memset(&req, 0, sizeof(req));
     req.prompt = pl->scratch.data;
     req.prompt_len = pl->scratch.len;
+    req.prompt_escaped = 1;
     req.recommended = ev->prompt.recommended;
     req.recommended_len = ev->prompt.recommended_len;
     req.request_id = job->id;

@@ -5,6 +5,11 @@
  * CPython would build are written out key by key, and evidence comes out
  * of the cache already rendered.  A placeholder used twice is rendered
  * once and copied, so that the join statistics count each lookup once.
+ *
+ * rl_render_escaped() writes the same prompt escaped for the inside of a
+ * JSON string, the form a request body wants: repr() escapes in the
+ * same pass, the evidence cache holds its text in that form already,
+ * and the template's literal text is escaped as it is copied.
  */
 #include "ragline/render.h"
 
@@ -29,6 +34,7 @@ typedef struct render_ctx_s {
     rl_buf_t *out;
     rl_render_stats_t stats; /* this call's counts only */
     json_t *missing_list;    /* the caller's, or NULL */
+    int json;                /* escape for the inside of a JSON string */
     char *errstr;
     size_t errstr_size;
 } render_ctx_t;
@@ -50,16 +56,37 @@ static int fail(render_ctx_t *ctx, const char *fmt, ...)
 
 #define PUT_LITERAL(out, s) rl_buf_append((out), (s), sizeof(s) - 1)
 
-/* Appends repr() of a dict {'role': ROLE, 'content': TEXT} up to, not
- * including, its closing brace. */
-static int open_message(rl_buf_t *out, const char *role, size_t role_len,
-                        const char *text, size_t text_len)
+static int repr_str(const render_ctx_t *ctx, const char *s, size_t len)
 {
-    PUT_LITERAL(out, "{'role': ");
-    if (rl_repr_str(out, role, role_len) < 0)
+    return ctx->json ? rl_repr_str_escaped(ctx->out, s, len)
+                     : rl_repr_str(ctx->out, s, len);
+}
+
+static int repr_json(const render_ctx_t *ctx, const json_t *v)
+{
+    return ctx->json ? rl_repr_json_escaped(ctx->out, v)
+                     : rl_repr_json(ctx->out, v);
+}
+
+/* Literal text: the template's, and the newline between turns. */
+static void put_text(const render_ctx_t *ctx, const char *s, size_t len)
+{
+    if (ctx->json)
+        rl_buf_json_escape(ctx->out, s, len);
+    else
+        rl_buf_append(ctx->out, s, len);
+}
+
+/* Appends repr() of a dict {'role': ROLE, 'content': TEXT} up to, not
+ * including, its closing brace.  The fixed parts need no escaping. */
+static int open_message(const render_ctx_t *ctx, const char *role,
+                        size_t role_len, const char *text, size_t text_len)
+{
+    PUT_LITERAL(ctx->out, "{'role': ");
+    if (repr_str(ctx, role, role_len) < 0)
         return -1;
-    PUT_LITERAL(out, ", 'content': ");
-    return rl_repr_str(out, text, text_len);
+    PUT_LITERAL(ctx->out, ", 'content': ");
+    return repr_str(ctx, text, text_len);
 }
 
 /* Appends [cache[q] for q in queries], with [] for a miss. */
@@ -80,7 +107,11 @@ static void render_cached(render_ctx_t *ctx, const json_t *queries)
                               json_string_length(q), &len);
         if (repr) {
             ctx->stats.found++;
-            rl_buf_append(ctx->out, repr, len);
+            /* The cache holds the escaped form (see evidence.h). */
+            if (ctx->json)
+                rl_buf_append(ctx->out, repr, len);
+            else
+                rl_buf_json_unescape(ctx->out, repr, len);
             continue;
         }
         ctx->stats.missing++;
@@ -151,7 +182,7 @@ static int render_turn(render_ctx_t *ctx, const json_t *turn, size_t idx)
     queries = optional(turn, "all_queries");
     evidences = optional(turn, "all_evidences");
 
-    if (open_message(out, json_string_value(role), json_string_length(role),
+    if (open_message(ctx, json_string_value(role), json_string_length(role),
                      json_string_value(content),
                      json_string_length(content)) < 0)
         goto not_utf8;
@@ -160,14 +191,14 @@ static int render_turn(render_ctx_t *ctx, const json_t *turn, size_t idx)
         PUT_LITERAL(out, ", 'all_evidences': ");
         if (evidences) {
             ctx->stats.inline_turns++;
-            if (rl_repr_json(out, evidences) < 0)
+            if (repr_json(ctx, evidences) < 0)
                 goto not_utf8;
         } else {
             render_cached(ctx, queries);
         }
         PUT_LITERAL(out, ", 'all_queries': ");
         if (queries) {
-            if (rl_repr_json(out, queries) < 0)
+            if (repr_json(ctx, queries) < 0)
                 goto not_utf8;
         } else {
             PUT_LITERAL(out, "[]");
@@ -190,7 +221,7 @@ static int render_history(render_ctx_t *ctx, const json_t *history)
         return fail(ctx, "history: expected a list of turns");
     for (i = 0; i < json_array_size(history); i++) {
         if (i)
-            rl_buf_putc(ctx->out, '\n');
+            put_text(ctx, "\n", 1);
         if (render_turn(ctx, json_array_get(history, i), i) < 0)
             return -1;
     }
@@ -200,7 +231,7 @@ static int render_history(render_ctx_t *ctx, const json_t *history)
 static int render_message(render_ctx_t *ctx, const char *role, const char *text,
                           size_t len, const char *field)
 {
-    if (open_message(ctx->out, role, strlen(role), text ? text : "",
+    if (open_message(ctx, role, strlen(role), text ? text : "",
                      text ? len : 0) < 0)
         return fail(ctx, "%s: not valid UTF-8", field);
     rl_buf_putc(ctx->out, '}');
@@ -233,12 +264,12 @@ static void add_stats(rl_render_stats_t *dst, const rl_render_stats_t *src)
     dst->inline_turns += src->inline_turns;
 }
 
-int rl_render(const rl_template_t *tpl, const rl_prompt_input_t *in,
-              const rl_evcache_t *cache, rl_buf_t *out,
-              rl_render_stats_t *stats, char *errstr, size_t errstr_size)
+static int render(const rl_template_t *tpl, const rl_prompt_input_t *in,
+                  const rl_evcache_t *cache, rl_buf_t *out, int json,
+                  rl_render_stats_t *stats, char *errstr, size_t errstr_size)
 {
-    render_ctx_t ctx = {cache, out,    {0, 0, 0, 0, NULL},
-                        NULL,  errstr, errstr_size};
+    render_ctx_t ctx = {cache, out,    {0, 0, 0, 0, NULL}, NULL,
+                        json,  errstr, errstr_size};
     size_t done_off[SLOT_COUNT], done_len[SLOT_COUNT];
     int done[SLOT_COUNT] = {0};
     const rl_template_part_t *parts;
@@ -258,7 +289,7 @@ int rl_render(const rl_template_t *tpl, const rl_prompt_input_t *in,
         size_t off = out->len;
 
         if (slot < 0) {
-            rl_buf_append(out, part->text, part->len);
+            put_text(&ctx, part->text, part->len);
             continue;
         }
         if (slot < SLOT_COUNT && done[slot]) {
@@ -291,4 +322,19 @@ undo:
         json_array_remove(ctx.missing_list,
                           json_array_size(ctx.missing_list) - 1);
     return -1;
+}
+
+int rl_render(const rl_template_t *tpl, const rl_prompt_input_t *in,
+              const rl_evcache_t *cache, rl_buf_t *out,
+              rl_render_stats_t *stats, char *errstr, size_t errstr_size)
+{
+    return render(tpl, in, cache, out, 0, stats, errstr, errstr_size);
+}
+
+int rl_render_escaped(const rl_template_t *tpl, const rl_prompt_input_t *in,
+                      const rl_evcache_t *cache, rl_buf_t *out,
+                      rl_render_stats_t *stats, char *errstr,
+                      size_t errstr_size)
+{
+    return render(tpl, in, cache, out, 1, stats, errstr, errstr_size);
 }

@@ -5,10 +5,16 @@
  * text.  Plain ASCII is skipped eight bytes at a time and copied in
  * runs; only bytes that need a decision (non-ASCII, control characters,
  * the backslash and the quote) leave the fast loop.
+ *
+ * In JSON mode the same text comes out escaped for the inside of a JSON
+ * string, so that a prompt goes into a request body without a second
+ * pass.  repr() never leaves a control character unescaped, so the only
+ * bytes that change are its backslashes and double quotes.
  */
 #include "ragline/repr.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,13 +26,11 @@ extern const size_t rl__unicode_printable_count;
 
 static const char hexdigits[] = "0123456789abcdef";
 
-int rl_unicode_isprintable(unsigned int cp)
+/* Binary search of the generated ranges. */
+static int printable_in_table(unsigned int cp)
 {
     size_t lo = 0;
     size_t hi = rl__unicode_printable_count;
-
-    if (cp < 0x80)
-        return cp >= 0x20 && cp != 0x7f;
 
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -39,6 +43,36 @@ int rl_unicode_isprintable(unsigned int cp)
             return 1;
     }
     return 0;
+}
+
+/* The Basic Multilingual Plane as a bitmap (8 KB), built once from the
+ * ranges: the text of most languages lives there, and a bit test is
+ * much cheaper than a search of some 700 ranges. */
+static uint64_t bmp_printable[0x10000 / 64];
+static pthread_once_t bmp_once = PTHREAD_ONCE_INIT;
+
+static void bmp_build(void)
+{
+    size_t i;
+
+    for (i = 0; i < rl__unicode_printable_count; i++) {
+        uint32_t cp = rl__unicode_printable[i][0];
+        uint32_t last = rl__unicode_printable[i][1];
+
+        for (; cp <= last && cp < 0x10000; cp++)
+            bmp_printable[cp / 64] |= UINT64_C(1) << (cp % 64);
+    }
+}
+
+int rl_unicode_isprintable(unsigned int cp)
+{
+    if (cp < 0x80)
+        return cp >= 0x20 && cp != 0x7f;
+    if (cp < 0x10000) {
+        pthread_once(&bmp_once, bmp_build);
+        return (int)((bmp_printable[cp / 64] >> (cp % 64)) & 1);
+    }
+    return printable_in_table(cp);
 }
 
 /*
@@ -88,7 +122,8 @@ static size_t utf8_decode(const unsigned char *s, size_t avail, uint32_t *cp)
 
 /*
  * Scanning for the next byte that needs a decision: one that is not
- * plain printable ASCII, or is '\\' or the quote.  SSE2 (always there on
+ * plain printable ASCII, or is '\\', the quote or @p stop (the quote
+ * again, or '"' in JSON mode).  SSE2 (always there on
  * x86-64) takes 16 bytes a step; a portable 8-byte step takes the rest,
  * and single bytes the tail, so the tests exercise all three.
  */
@@ -96,7 +131,7 @@ static size_t utf8_decode(const unsigned char *s, size_t avail, uint32_t *cp)
 #include <emmintrin.h>
 
 static size_t skip_plain16(const unsigned char *s, size_t i, size_t len,
-                           unsigned char quote)
+                           unsigned char quote, unsigned char stop)
 {
     /* Signed compare: bytes >= 0x80 are negative, so "< 0x20" also
      * catches every non-ASCII byte. */
@@ -104,6 +139,7 @@ static size_t skip_plain16(const unsigned char *s, size_t i, size_t len,
     const __m128i del = _mm_set1_epi8(0x7f);
     const __m128i bslash = _mm_set1_epi8('\\');
     const __m128i q = _mm_set1_epi8((char)quote);
+    const __m128i st = _mm_set1_epi8((char)stop);
 
     while (i + 16 <= len) {
         __m128i x = _mm_loadu_si128((const __m128i *)(s + i));
@@ -113,6 +149,7 @@ static size_t skip_plain16(const unsigned char *s, size_t i, size_t len,
         hit = _mm_or_si128(hit, _mm_cmpeq_epi8(x, del));
         hit = _mm_or_si128(hit, _mm_cmpeq_epi8(x, bslash));
         hit = _mm_or_si128(hit, _mm_cmpeq_epi8(x, q));
+        hit = _mm_or_si128(hit, _mm_cmpeq_epi8(x, st));
         mask = (unsigned)_mm_movemask_epi8(hit);
         if (mask)
             return i + (size_t)__builtin_ctz(mask);
@@ -128,23 +165,25 @@ static size_t skip_plain16(const unsigned char *s, size_t i, size_t len,
  * always exact, which is all that is used.
  */
 static size_t skip_plain8(const unsigned char *s, size_t i, size_t len,
-                          unsigned char quote)
+                          unsigned char quote, unsigned char stop)
 {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     const uint64_t ones = 0x0101010101010101ULL;
     const uint64_t highs = 0x8080808080808080ULL;
 
     while (i + 8 <= len) {
-        uint64_t x, bs, qt, del, hit;
+        uint64_t x, bs, qt, st, del, hit;
 
         memcpy(&x, s + i, 8);
         bs = x ^ (ones * '\\');
         qt = x ^ (ones * quote);
+        st = x ^ (ones * stop);
         del = x ^ (ones * 0x7f);
         hit = x & highs;                       /* non-ASCII */
         hit |= (x - ones * 0x20) & ~x & highs; /* control */
         hit |= (bs - ones) & ~bs & highs;      /* backslash */
         hit |= (qt - ones) & ~qt & highs;      /* quote */
+        hit |= (st - ones) & ~st & highs;      /* stop */
         hit |= (del - ones) & ~del & highs;    /* DEL */
         if (hit)
             return i + (size_t)(__builtin_ctzll(hit) >> 3);
@@ -155,23 +194,44 @@ static size_t skip_plain8(const unsigned char *s, size_t i, size_t len,
 }
 
 static size_t skip_plain(const unsigned char *s, size_t i, size_t len,
-                         unsigned char quote)
+                         unsigned char quote, unsigned char stop)
 {
 #ifdef __SSE2__
-    i = skip_plain16(s, i, len, quote);
+    i = skip_plain16(s, i, len, quote, stop);
     if (i + 16 <= len)
         return i;
 #endif
-    i = skip_plain8(s, i, len, quote);
+    i = skip_plain8(s, i, len, quote, stop);
     while (i < len && s[i] >= 0x20 && s[i] < 0x7f && s[i] != '\\' &&
-           s[i] != quote)
+           s[i] != quote && s[i] != stop)
         i++;
     return i;
 }
 
+/* Appends @p n bytes of repr() text, escaped for JSON if @p json: only
+ * '\\' and '"' ever need it (see the top of the file). */
+static void put_text(rl_buf_t *out, const char *t, size_t n, int json)
+{
+    size_t i, run = 0;
+
+    if (!json) {
+        rl_buf_append(out, t, n);
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        if (t[i] != '\\' && t[i] != '"')
+            continue;
+        rl_buf_append(out, t + run, i - run);
+        rl_buf_putc(out, '\\');
+        run = i;
+    }
+    rl_buf_append(out, t + run, n - run);
+}
+
 /* Appends the escape CPython writes for @p cp in a string quoted by
  * @p quote (the caller has decided the character needs one). */
-static void put_escape(rl_buf_t *out, uint32_t cp, unsigned char quote)
+static void put_escape(rl_buf_t *out, uint32_t cp, unsigned char quote,
+                       int json)
 {
     char esc[10];
     size_t n, digits, k;
@@ -179,12 +239,12 @@ static void put_escape(rl_buf_t *out, uint32_t cp, unsigned char quote)
     esc[0] = '\\';
     if (cp == '\\' || cp == quote) {
         esc[1] = (char)cp;
-        rl_buf_append(out, esc, 2);
+        put_text(out, esc, 2, json);
         return;
     }
     if (cp == '\t' || cp == '\n' || cp == '\r') {
         esc[1] = cp == '\t' ? 't' : cp == '\n' ? 'n' : 'r';
-        rl_buf_append(out, esc, 2);
+        put_text(out, esc, 2, json);
         return;
     }
 
@@ -201,7 +261,7 @@ static void put_escape(rl_buf_t *out, uint32_t cp, unsigned char quote)
     n = 2 + digits;
     for (k = 0; k < digits; k++)
         esc[n - 1 - k] = hexdigits[(cp >> (4 * k)) & 0xf];
-    rl_buf_append(out, esc, n);
+    put_text(out, esc, n, json);
 }
 
 /* CPython's choice: single quotes, unless the text holds a single quote
@@ -213,26 +273,36 @@ static unsigned char pick_quote(const char *s, size_t len)
     return '\'';
 }
 
-int rl_repr_str(rl_buf_t *out, const char *s, size_t len)
+static int repr_str(rl_buf_t *out, const char *s, size_t len, int json)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t start = out->len;
+    char quote_char;
     unsigned char quote = pick_quote(s, len);
+    unsigned char stop = json ? '"' : quote;
     size_t run = 0;
     size_t i = 0;
 
     /* Most strings need no escape at all: one reservation covers them. */
-    rl_buf_reserve(out, len + 2);
-    rl_buf_putc(out, (char)quote);
+    rl_buf_reserve(out, len + 4);
+    quote_char = (char)quote;
+    put_text(out, &quote_char, 1, json);
 
     for (;;) {
         uint32_t cp;
         size_t n = 1;
 
-        i = skip_plain(p, i, len, quote);
+        i = skip_plain(p, i, len, quote, stop);
         if (i >= len)
             break;
 
+        if (p[i] == '"' && quote != '"') {
+            /* Plain in repr(), but not in JSON. */
+            rl_buf_append(out, s + run, i - run);
+            rl_buf_append(out, "\\\"", 2);
+            run = ++i;
+            continue;
+        }
         if (p[i] < 0x80) {
             cp = p[i];
         } else {
@@ -245,12 +315,12 @@ int rl_repr_str(rl_buf_t *out, const char *s, size_t len)
             }
         }
         rl_buf_append(out, s + run, i - run);
-        put_escape(out, cp, quote);
+        put_escape(out, cp, quote, json);
         i += n;
         run = i;
     }
     rl_buf_append(out, s + run, len - run);
-    rl_buf_putc(out, (char)quote);
+    put_text(out, &quote_char, 1, json);
     return 0;
 
 invalid:
@@ -441,7 +511,19 @@ static void repr_int(rl_buf_t *out, json_int_t v)
     rl_buf_append(out, tmp + n, sizeof(tmp) - n);
 }
 
-static int repr_list(rl_buf_t *out, const json_t *list)
+int rl_repr_str(rl_buf_t *out, const char *s, size_t len)
+{
+    return repr_str(out, s, len, 0);
+}
+
+int rl_repr_str_escaped(rl_buf_t *out, const char *s, size_t len)
+{
+    return repr_str(out, s, len, 1);
+}
+
+static int repr_value(rl_buf_t *out, const json_t *value, int json);
+
+static int repr_list(rl_buf_t *out, const json_t *list, int json)
 {
     size_t i, n = json_array_size(list);
 
@@ -449,14 +531,14 @@ static int repr_list(rl_buf_t *out, const json_t *list)
     for (i = 0; i < n; i++) {
         if (i)
             rl_buf_append(out, ", ", 2);
-        if (rl_repr_json(out, json_array_get(list, i)) < 0)
+        if (repr_value(out, json_array_get(list, i), json) < 0)
             return -1;
     }
     rl_buf_putc(out, ']');
     return 0;
 }
 
-static int repr_dict(rl_buf_t *out, const json_t *dict)
+static int repr_dict(rl_buf_t *out, const json_t *dict, int json)
 {
     /* The iterator API takes a non-const object but does not modify it. */
     json_t *obj = (json_t *)dict;
@@ -468,23 +550,24 @@ static int repr_dict(rl_buf_t *out, const json_t *dict)
         if (!first)
             rl_buf_append(out, ", ", 2);
         first = 0;
-        if (rl_repr_str(out, json_object_iter_key(it),
-                        json_object_iter_key_len(it)) < 0)
+        if (repr_str(out, json_object_iter_key(it),
+                     json_object_iter_key_len(it), json) < 0)
             return -1;
         rl_buf_append(out, ": ", 2);
-        if (rl_repr_json(out, json_object_iter_value(it)) < 0)
+        if (repr_value(out, json_object_iter_value(it), json) < 0)
             return -1;
     }
     rl_buf_putc(out, '}');
     return 0;
 }
 
-int rl_repr_json(rl_buf_t *out, const json_t *value)
+/* Numbers and the constants hold nothing JSON escapes. */
+static int repr_value(rl_buf_t *out, const json_t *value, int json)
 {
     switch (json_typeof(value)) {
     case JSON_STRING:
-        return rl_repr_str(out, json_string_value(value),
-                           json_string_length(value));
+        return repr_str(out, json_string_value(value),
+                        json_string_length(value), json);
     case JSON_INTEGER:
         repr_int(out, json_integer_value(value));
         return 0;
@@ -501,9 +584,19 @@ int rl_repr_json(rl_buf_t *out, const json_t *value)
         rl_buf_append(out, "None", 4);
         return 0;
     case JSON_ARRAY:
-        return repr_list(out, value);
+        return repr_list(out, value, json);
     case JSON_OBJECT:
-        return repr_dict(out, value);
+        return repr_dict(out, value, json);
     }
     return -1;
+}
+
+int rl_repr_json(rl_buf_t *out, const json_t *value)
+{
+    return repr_value(out, value, 0);
+}
+
+int rl_repr_json_escaped(rl_buf_t *out, const json_t *value)
+{
+    return repr_value(out, value, 1);
 }

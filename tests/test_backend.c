@@ -743,6 +743,41 @@ static void test_completions_request_shape(void **state)
     json_decref(seen);
 }
 
+/* A prompt rendered escaped (rl_render_escaped()) goes into the body as
+ * it is, not escaped a second time. */
+static void test_escaped_prompt_goes_in_as_is(void **state)
+{
+    harness_t *h = *state;
+    rl_backend_conf_t conf = base_conf(RL_API_COMPLETIONS, h->srv->base);
+    const char *escaped = "say \\\"hi\\\"\\n\\\\ FAKELLM:echo";
+    rl_backend_req_t req;
+    outcome_t o;
+    json_t *seen, *body;
+
+    open_backend(h, &conf);
+    memset(&req, 0, sizeof(req));
+    memset(&o, 0, sizeof(o));
+    req.prompt = escaped;
+    req.prompt_len = strlen(escaped);
+    req.prompt_escaped = 1;
+    req.request_id = "escaped";
+    assert_int_equal(rl_backend_submit(h->backend, &req, on_done, &o), 0);
+    run_until(h, h->finished + 1, 15000);
+    if (!o.ok)
+        fail_msg("echo call failed: %s", o.error);
+    seen = json_loads(o.text, 0, NULL);
+    assert_non_null(seen);
+    body =
+        json_loads(json_string_value(json_object_get(seen, "body")), 0, NULL);
+    assert_non_null(body);
+    assert_string_equal(json_string_value(json_object_get(body, "prompt")),
+                        "say \"hi\"\n\\ FAKELLM:echo");
+    json_decref(body);
+    json_decref(seen);
+    outcome_free(&o);
+    close_backend(h);
+}
+
 static void test_url_forms(void **state)
 {
     static const char *const suffixes[] = {"", "/", "/v1", "/v1/", "//"};
@@ -1141,6 +1176,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_completions_round_trip, reset_counts),
         cmocka_unit_test_setup(test_chat_request_shape, reset_counts),
         cmocka_unit_test_setup(test_completions_request_shape, reset_counts),
+        cmocka_unit_test_setup(test_escaped_prompt_goes_in_as_is, reset_counts),
         cmocka_unit_test_setup(test_url_forms, reset_counts),
         cmocka_unit_test_setup(test_concurrent_out_of_order, reset_counts),
         cmocka_unit_test_setup(test_timeout_is_retriable, reset_counts),

@@ -77,7 +77,7 @@ static void test_json_escape_round_trip(void **state)
 static void test_json_escape_random(void **state)
 {
     static const char alphabet[] = "ab\"\\\n\t\x01\x1f\x7f \xc3\xa9xyz";
-    rl_buf_t b = RL_BUF_INIT;
+    rl_buf_t b = RL_BUF_INIT, back = RL_BUF_INIT;
     char raw[80];
     int round;
 
@@ -108,7 +108,28 @@ static void test_json_escape_random(void **state)
         assert_int_equal(json_string_length(v), len);
         assert_memory_equal(json_string_value(v), raw, len);
         json_decref(v);
+
+        /* And rl_buf_json_unescape() undoes it. */
+        rl_buf_reset(&back);
+        assert_int_equal(rl_buf_json_unescape(&back, b.data + 1, b.len - 2), 0);
+        assert_int_equal(back.len, len);
+        assert_memory_equal(back.data, raw, len);
     }
+    rl_buf_free(&b);
+    rl_buf_free(&back);
+}
+
+static void test_json_unescape_refuses_what_it_never_writes(void **state)
+{
+    rl_buf_t b = RL_BUF_INIT;
+
+    assert_int_equal(rl_buf_json_unescape(&b, "a\\/b\\u0041", 10), 0);
+    assert_string_equal(b.data, "a/bA");
+    rl_buf_reset(&b);
+    assert_int_equal(rl_buf_json_unescape(&b, "x\\q", 3), -1);
+    assert_int_equal(rl_buf_json_unescape(&b, "x\\", 2), -1);
+    assert_int_equal(rl_buf_json_unescape(&b, "\\u20ac", 6), -1);
+    assert_int_equal(rl_buf_json_unescape(&b, "\\u00g1", 6), -1);
     rl_buf_free(&b);
 }
 
@@ -138,6 +159,7 @@ int main(void)
         cmocka_unit_test(test_printf_long),
         cmocka_unit_test(test_json_escape_round_trip),
         cmocka_unit_test(test_json_escape_random),
+        cmocka_unit_test(test_json_unescape_refuses_what_it_never_writes),
         cmocka_unit_test(test_steal),
     };
 

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "ragline/buf.h"
 #include "ragline/evidence.h"
 
 static int apply(rl_evcache_t *cache, const char *key, const char *value)
@@ -21,20 +22,24 @@ static int apply(rl_evcache_t *cache, const char *key, const char *value)
                             value ? strlen(value) : 0, err, sizeof(err));
 }
 
-/* Asserts the cache holds @p want for @p key (NULL: a miss). */
+/* Asserts the cache holds the repr() @p want for @p key (NULL: a miss),
+ * kept escaped for JSON. */
 static void assert_get(const rl_evcache_t *cache, const char *key,
                        const char *want)
 {
     size_t len = 0;
     const char *got = rl_evcache_get(cache, key, strlen(key), &len);
+    rl_buf_t escaped = RL_BUF_INIT;
 
     if (!want) {
         assert_null(got);
         return;
     }
     assert_non_null(got);
-    assert_int_equal(len, strlen(want));
-    assert_memory_equal(got, want, len);
+    rl_buf_json_escape(&escaped, want, strlen(want));
+    assert_int_equal(len, escaped.len);
+    assert_memory_equal(got, escaped.data, len);
+    rl_buf_free(&escaped);
 }
 
 static void test_put_get(void **state)

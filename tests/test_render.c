@@ -116,7 +116,30 @@ static void event_input(const json_t *event, rl_prompt_input_t *in)
     in->recommended_len = rec ? json_string_length(rec) : 0;
 }
 
-/* Renders the event file through the template; the prompt is in @p out. */
+/* rl_render_escaped() must append exactly the JSON escape of what
+ * rl_render() appended as @p plain, with no statistics of its own. */
+static void assert_escaped_twin(const rl_template_t *tpl,
+                                const rl_prompt_input_t *in,
+                                const rl_evcache_t *cache,
+                                const rl_buf_t *plain, const char *path)
+{
+    rl_buf_t twin = RL_BUF_INIT, want = RL_BUF_INIT;
+    char err[256] = "";
+
+    rl_buf_putc(&twin, '>'); /* appends: earlier text stays */
+    if (rl_render_escaped(tpl, in, cache, &twin, NULL, err, sizeof(err)) < 0)
+        fail_msg("%s: escaped: %s", path, err);
+    rl_buf_putc(&want, '>');
+    rl_buf_json_escape(&want, plain->data, plain->len);
+    if (twin.len != want.len || memcmp(twin.data, want.data, want.len) != 0)
+        fail_msg("%s: the escaped prompt differs from the escaped plain one",
+                 path);
+    rl_buf_free(&twin);
+    rl_buf_free(&want);
+}
+
+/* Renders the event file through the template; the prompt is in @p out
+ * (which must start empty).  The escaped form is checked on the way. */
 static int render_file(const char *event_path, const rl_template_t *tpl,
                        const rl_evcache_t *cache, rl_buf_t *out,
                        rl_render_stats_t *stats)
@@ -130,6 +153,7 @@ static int render_file(const char *event_path, const rl_template_t *tpl,
     rc = rl_render(tpl, &in, cache, out, stats, err, sizeof(err));
     if (rc < 0)
         fail_msg("%s: %s", event_path, err);
+    assert_escaped_twin(tpl, &in, cache, out, event_path);
     json_decref(event);
     return rc;
 }
@@ -218,9 +242,9 @@ static void test_example_missing_query(void **state)
     assert_non_null(first);
     assert_non_null(third);
     rl_buf_puts(&miss, "'all_evidences': [");
-    rl_buf_append(&miss, first, first_len);
+    assert_int_equal(rl_buf_json_unescape(&miss, first, first_len), 0);
     rl_buf_puts(&miss, ", [], ");
-    rl_buf_append(&miss, third, third_len);
+    assert_int_equal(rl_buf_json_unescape(&miss, third, third_len), 0);
     rl_buf_puts(&miss, "], 'all_queries': [");
     assert_non_null(strstr(rl_buf_cstr(&out), rl_buf_cstr(&miss)));
 

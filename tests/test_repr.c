@@ -301,12 +301,28 @@ static void test_float_fixture(void **state)
     assert_true(each_line("data/repr/floats.txt", check_float_line) > 20000);
 }
 
+/*
+ * The _escaped twin must give exactly what escaping the plain output
+ * for JSON gives.
+ */
+static void check_escaped_twin(const rl_buf_t *plain, const rl_buf_t *twin,
+                               size_t lineno)
+{
+    rl_buf_t want = RL_BUF_INIT;
+
+    rl_buf_json_escape(&want, plain->data, plain->len);
+    if (want.len != twin->len || memcmp(want.data, twin->data, want.len) != 0)
+        fail_msg("line %zu: escaped twin differs:\nwant %s\ngot  %s", lineno,
+                 rl_buf_cstr(&want), twin->data);
+    rl_buf_free(&want);
+}
+
 static void check_value_line(char *line, size_t len, size_t lineno)
 {
     json_error_t err;
     json_t *rec = json_loadb(line, len, JSON_ALLOW_NUL, &err);
     json_t *want;
-    rl_buf_t out = RL_BUF_INIT;
+    rl_buf_t out = RL_BUF_INIT, twin = RL_BUF_INIT;
 
     if (!rec)
         fail_msg("values.jsonl:%zu: %s", lineno, err.text);
@@ -316,7 +332,10 @@ static void check_value_line(char *line, size_t len, size_t lineno)
         memcmp(out.data, json_string_value(want), out.len) != 0)
         fail_msg("values.jsonl:%zu: want %s\ngot %s", lineno,
                  json_string_value(want), rl_buf_cstr(&out));
+    assert_int_equal(rl_repr_json_escaped(&twin, json_object_get(rec, "v")), 0);
+    check_escaped_twin(&out, &twin, lineno);
     rl_buf_free(&out);
+    rl_buf_free(&twin);
     json_decref(rec);
 }
 
@@ -371,7 +390,7 @@ static void check_block_line(char *line, size_t len, size_t lineno)
     size_t want_len;
     unsigned long long want_hash;
     int off = 0;
-    rl_buf_t in = RL_BUF_INIT, out = RL_BUF_INIT;
+    rl_buf_t in = RL_BUF_INIT, out = RL_BUF_INIT, twin = RL_BUF_INIT;
 
     if (sscanf(line, "%x %x %c %zu %llx%n", &first, &last, &kind, &want_len,
                &want_hash, &off) != 5)
@@ -390,8 +409,11 @@ static void check_block_line(char *line, size_t len, size_t lineno)
         fail_msg("allchars.txt:%zu: block %04x..%04x (%c) differs from "
                  "CPython",
                  lineno, first, last, kind);
+    assert_int_equal(rl_repr_str_escaped(&twin, in.data, in.len), 0);
+    check_escaped_twin(&out, &twin, lineno);
     rl_buf_free(&in);
     rl_buf_free(&out);
+    rl_buf_free(&twin);
 }
 
 static void test_every_code_point(void **state)

@@ -64,6 +64,8 @@ typedef void(rl_backend_done_cb)(void *opaque,
 typedef struct rl_backend_req_s {
     const char *prompt;
     size_t prompt_len;
+    int prompt_escaped;      /**< @c prompt is escaped for the inside of a JSON
+                                  string already (rl_render_escaped()) */
     const char *recommended; /**< what the builtin backend answers */
     size_t recommended_len;
     const char *request_id; /**< event id, for logs and X-Request-Id */

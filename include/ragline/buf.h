@@ -54,6 +54,15 @@ void rl_errstr(char *errstr, size_t errstr_size, const char *fmt, ...)
 /** @brief Appends @p s as the body of a JSON string (no quotes). */
 void rl_buf_json_escape(rl_buf_t *buf, const char *s, size_t len);
 
+/**
+ * @brief Appends the text that rl_buf_json_escape() turned into @p s:
+ *        the inverse, for text ragline escaped itself (the escapes it
+ *        writes, \uXXXX only below U+0080).
+ * @returns 0, or -1 on an escape it does not write (the buffer then
+ *          holds what came before it).
+ */
+int rl_buf_json_unescape(rl_buf_t *buf, const char *s, size_t len);
+
 /** @returns the data as a NUL-terminated string ("" when empty). */
 const char *rl_buf_cstr(rl_buf_t *buf);
 

@@ -5,7 +5,10 @@
  * the compacted evidence topic.  Each value is stored already rendered:
  * the CPython repr() of its "results" list, because that text is all a
  * prompt ever needs of it, and rendering it once at load time keeps the
- * per-event cost down to a lookup and a copy.
+ * per-event cost down to a lookup and a copy.  It is kept escaped for
+ * the inside of a JSON string (rl_buf_json_escape()), the form in which
+ * it goes into a request body; rl_buf_json_unescape() gives the plain
+ * text back.
  *
  * Record format (topic key = the query, exactly as in all_queries):
  *   {"results": [evidence item, ...]}
@@ -45,9 +48,9 @@ int rl_evcache_apply(rl_evcache_t *cache, const void *key, size_t key_len,
 
 /**
  * @brief Looks up a query.
- * @returns the repr() of its results list (not NUL-terminated, owned by
- *          the cache, valid until the next apply) and sets *repr_len, or
- *          NULL on a miss.
+ * @returns the JSON-escaped repr() of its results list (not NUL-terminated,
+ * owned by the cache, valid until the next apply) and sets *repr_len, or NULL
+ * on a miss.
  */
 const char *rl_evcache_get(const rl_evcache_t *cache, const void *key,
                            size_t key_len, size_t *repr_len);

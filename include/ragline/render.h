@@ -59,4 +59,15 @@ int rl_render(const rl_template_t *tpl, const rl_prompt_input_t *in,
               const rl_evcache_t *cache, rl_buf_t *out,
               rl_render_stats_t *stats, char *errstr, size_t errstr_size);
 
+/**
+ * @brief rl_render(), but the prompt is appended escaped for the inside
+ *        of a JSON string: exactly rl_buf_json_escape() of what
+ *        rl_render() appends, made in one pass.  A request body takes it
+ *        as it is.
+ */
+int rl_render_escaped(const rl_template_t *tpl, const rl_prompt_input_t *in,
+                      const rl_evcache_t *cache, rl_buf_t *out,
+                      rl_render_stats_t *stats, char *errstr,
+                      size_t errstr_size);
+
 #endif

@@ -7,7 +7,11 @@
  * int, float (shortest round-trip form), True/False/None, list and dict
  * (insertion order).
  *
- * @locality any thread; no state.
+ * Each function has an _escaped twin that writes the same text escaped
+ * for the inside of a JSON string (what rl_buf_json_escape() would make
+ * of it), in the same pass.
+ *
+ * @locality any thread; no state but a table built once.
  */
 #ifndef RAGLINE_REPR_H
 #define RAGLINE_REPR_H
@@ -23,6 +27,9 @@
  */
 int rl_repr_str(rl_buf_t *out, const char *s, size_t len);
 
+/** @brief rl_repr_str(), JSON-escaped. */
+int rl_repr_str_escaped(rl_buf_t *out, const char *s, size_t len);
+
 /** @brief Appends repr() of a float as CPython 3 prints it. */
 void rl_repr_float(rl_buf_t *out, double v);
 
@@ -31,6 +38,9 @@ void rl_repr_float(rl_buf_t *out, double v);
  * @returns 0, or -1 on invalid UTF-8 (the output may hold a prefix).
  */
 int rl_repr_json(rl_buf_t *out, const json_t *value);
+
+/** @brief rl_repr_json(), JSON-escaped. */
+int rl_repr_json_escaped(rl_buf_t *out, const json_t *value);
 
 /** @returns non-zero if CPython's str.isprintable() holds for @p cp. */
 int rl_unicode_isprintable(unsigned int cp);
