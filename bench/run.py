@@ -12,6 +12,7 @@ fakellm, the workers) is stopped in a finally block.
 import argparse
 import datetime
 import json
+import shlex
 import os
 import platform
 import resource
@@ -498,9 +499,12 @@ class Bench:
                 ] + argv
             elif self.args.perf:
                 argv = [
-                    "perf", "record", "-q", "-g", "-F", "999",
+                    "perf", "record", "-q", "--call-graph", "dwarf,16384",
+                    "-F", "499",
                     "-o", self.args.perf,
                 ] + argv
+            elif self.args.wrap:
+                argv = shlex.split(self.args.wrap) + argv
             return argv
         return [
             sys.executable,
@@ -659,6 +663,7 @@ class Bench:
             "rss_end_mb": samples[-1][2] / 1024.0,
             "fakellm_max_inflight": stats.get("max_inflight"),
             "fakellm_requests": stats.get("requests"),
+            "fakellm_connections": stats.get("connections_total"),
             "fakellm_replies": stats.get("replies"),
         }
 
@@ -870,6 +875,9 @@ def parse_args(argv):
     ap.add_argument("--events", type=int, default=0,
                     help="events of every prefilled scenario (default: "
                     "each scenario's own)")
+    ap.add_argument("--wrap", metavar="COMMAND",
+                    help="run ragline under COMMAND, e.g. 'strace -c -f -o "
+                    "FILE' (timings are then meaningless)")
     ap.add_argument("--perf", metavar="FILE",
                     help="run ragline under 'perf record -g', writing FILE "
                     "(read it with 'perf report -i FILE')")
@@ -991,6 +999,7 @@ def short(r):
         f"{fmt(r.get('cpu_us_per_event'), '{:.0f}')} us CPU/ev, "
         f"RSS {fmt(r.get('peak_rss_mb'), '{:.1f}')} MB, "
         f"held {r.get('fakellm_max_inflight')}, "
+        f"connections {r.get('fakellm_connections')}, "
         f"added p99 {fmt(r.get('added_p99_ms'), '{:.2f}')} ms, "
         f"dlq {r.get('dead_letters')}"
     )

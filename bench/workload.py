@@ -113,3 +113,29 @@ class Workload:
         }
         value = json.dumps(event, ensure_ascii=False).encode()
         return conv.encode(), value
+
+
+def _dump(argv):
+    """bench/workload.py --dump DIR N: writes N events and the evidence as
+    DIR/events.jsonl and DIR/evidence.jsonl, for bench/hotpath."""
+    import os
+    import sys
+
+    if len(argv) != 3 or argv[0] != "--dump":
+        sys.exit("usage: workload.py --dump DIR N")
+    out, n = argv[1], int(argv[2])
+    os.makedirs(out, exist_ok=True)
+    w = Workload()
+    with open(os.path.join(out, "events.jsonl"), "wb") as f:
+        for i in range(n):
+            f.write(w.event(i)[1] + b"\n")
+    with open(os.path.join(out, "evidence.jsonl"), "w", encoding="utf-8") as f:
+        for key, value in w.evidence_records():
+            f.write(json.dumps({"key": key, "value": value}, ensure_ascii=False))
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    _dump(sys.argv[1:])

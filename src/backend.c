@@ -15,6 +15,7 @@
  */
 #include "ragline/backend.h"
 #include "ragline/buf.h"
+#include "ragline/json.h"
 #include "ragline/log.h"
 #include "ragline/retry.h"
 
@@ -43,6 +44,9 @@
 /* Buffers above this size are freed rather than kept for reuse. */
 #define KEEP_BUF_BYTES (64 * 1024)
 
+/* Content-Type, Accept, Expect, Authorization, X-Request-Id. */
+#define MAX_HEADERS 5
+
 /* Spare calls kept on the free list beyond max_connections. */
 #define FREE_LIST_SLACK 16
 
@@ -52,7 +56,11 @@ typedef struct sock_s sock_t;
 struct call_s {
     rl_backend_t *backend;
     CURL *easy; /**< NULL for the builtin backend */
-    struct curl_slist *headers;
+    /* The request headers, as a list curl reads in place: nodes and
+     * strings live in the call (or the backend), so a request makes no
+     * allocation for them. */
+    struct curl_slist headers[MAX_HEADERS];
+    char id_line[MAX_REQUEST_ID + 16]; /**< "X-Request-Id: ..." */
     rl_buf_t body;  /**< request JSON; curl reads it in place */
     rl_buf_t reply; /**< reply body, or the builtin answer */
     char request_id[MAX_REQUEST_ID + 1];
@@ -298,7 +306,8 @@ static void parse_reply(rl_backend_api_t api, int http_status, const char *body,
     result_init(res, http_status);
     *scratch = holder;
     if (body && len > 0)
-        root = json_loadb(body, len, JSON_ALLOW_NUL, NULL);
+        root = rl_json_parse(body, len, JSON_PARSER_MAX_DEPTH,
+                             RL_JSON_KEEP_LAST, NULL);
     if (root)
         json_object_set_new(holder, "reply", root);
 
@@ -684,7 +693,6 @@ static void call_free(call_t *call)
 {
     if (call->easy)
         curl_easy_cleanup(call->easy);
-    curl_slist_free_all(call->headers);
     rl_buf_free(&call->body);
     rl_buf_free(&call->reply);
     free(call);
@@ -723,8 +731,6 @@ static void shrink_buf(rl_buf_t *buf)
  * list already holds as many as can be in flight at once. */
 static void call_release(rl_backend_t *be, call_t *call)
 {
-    curl_slist_free_all(call->headers);
-    call->headers = NULL;
     call->cb = NULL;
     call->opaque = NULL;
     call->prev = NULL;
@@ -773,36 +779,50 @@ static void set_request_id(call_t *call, const char *id)
     call->request_id[i] = '\0';
 }
 
+/* Links the call's header nodes into the list curl is given. */
+static void set_headers(rl_backend_t *be, call_t *call)
+{
+    /* "Expect:" stops curl from waiting for a 100 Continue on big
+     * prompts, which many servers never send. */
+    static const char *const fixed[] = {
+        "Content-Type: application/json",
+        "Accept: application/json",
+        "Expect:",
+    };
+    struct curl_slist *h = call->headers;
+    size_t n = 0, i;
+
+    for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        h[n++].data = (char *)fixed[i];
+    if (be->auth_header)
+        h[n++].data = be->auth_header;
+    if (call->request_id[0]) {
+        snprintf(call->id_line, sizeof(call->id_line), "X-Request-Id: %s",
+                 call->request_id);
+        h[n++].data = call->id_line;
+    }
+    for (i = 0; i < n; i++)
+        h[i].next = i + 1 < n ? &h[i + 1] : NULL;
+}
+
 static int prepare_http(rl_backend_t *be, call_t *call,
                         const rl_backend_req_t *req)
 {
-    struct curl_slist *h = NULL;
-    char line[sizeof(call->request_id) + 16];
-
     rl_buf_reset(&call->body);
-    rl_buf_append(&call->body, be->body_prefix.data, be->body_prefix.len);
-    if (req->prompt_escaped)
+    if (req->prompt_escaped) {
+        /* One exact allocation, not a doubling one. */
+        rl_buf_reserve(&call->body, be->body_prefix.len + req->prompt_len +
+                                        be->body_suffix.len);
+        rl_buf_append(&call->body, be->body_prefix.data, be->body_prefix.len);
         rl_buf_append(&call->body, req->prompt, req->prompt_len);
-    else
+    } else {
+        rl_buf_append(&call->body, be->body_prefix.data, be->body_prefix.len);
         rl_buf_json_escape(&call->body, req->prompt ? req->prompt : "",
                            req->prompt ? req->prompt_len : 0);
+    }
     rl_buf_append(&call->body, be->body_suffix.data, be->body_suffix.len);
 
-    /* "Expect:" stops curl from waiting for a 100 Continue on big
-     * prompts, which many servers never send. */
-    h = curl_slist_append(h, "Content-Type: application/json");
-    h = h ? curl_slist_append(h, "Accept: application/json") : NULL;
-    h = h ? curl_slist_append(h, "Expect:") : NULL;
-    if (h && be->auth_header)
-        h = curl_slist_append(h, be->auth_header);
-    if (h && call->request_id[0]) {
-        snprintf(line, sizeof(line), "X-Request-Id: %s", call->request_id);
-        h = curl_slist_append(h, line);
-    }
-    if (!h)
-        return -1;
-    call->headers = h;
-
+    set_headers(be, call);
     curl_easy_setopt(call->easy, CURLOPT_HTTPHEADER, call->headers);
     curl_easy_setopt(call->easy, CURLOPT_POSTFIELDS, call->body.data);
     curl_easy_setopt(call->easy, CURLOPT_POSTFIELDSIZE_LARGE,

@@ -64,9 +64,11 @@ void rl_buf_reserve(rl_buf_t *buf, size_t extra)
 
     if (need <= buf->cap)
         return;
-    cap = buf->cap ? buf->cap : 64;
-    while (cap < need)
-        cap *= 2;
+    /* At least double, so appends stay amortised O(1); a larger
+     * reservation gets exactly what it asked for. */
+    cap = buf->cap ? buf->cap * 2 : 64;
+    if (cap < need)
+        cap = need;
     buf->data = rl_xrealloc(buf->data, cap);
     buf->cap = cap;
 }

@@ -76,6 +76,7 @@ typedef enum {
     K_BREAKER_WINDOW_MS,
     K_DELIVERY,
     K_GROUP_ID,
+    K_INFLIGHT_BACKLOG_BYTES,
     K_INFLIGHT_MAX,
     K_INFLIGHT_PARTITION_MAX,
     K_INSTANCE_ID,
@@ -195,14 +196,18 @@ static const key_def_t keys[K_COUNT] = {
                         "Delivery guarantee; exactly-once uses Kafka "
                         "transactions."),
     [K_GROUP_ID] = STR("group.id", "ragline", "Kafka consumer group."),
+    [K_INFLIGHT_BACKLOG_BYTES] =
+        INT("inflight.backlog.bytes", "16777216", 1024, 1073741824,
+            "Bytes of taken events that may wait for a backend slot "
+            "before input pauses; it resumes at half."),
     [K_INFLIGHT_MAX] =
         INT("inflight.max", "1024", 1, 100000,
             "Events at the backend at once (also its connection pool "
-            "size); as many more, at least 64, may wait taken before "
-            "input pauses."),
+            "size)."),
     [K_INFLIGHT_PARTITION_MAX] =
         INT("inflight.partition.max", "0", 0, 100000,
-            "Events in flight at once per partition; 0 = inflight.max."),
+            "Events taken at once from one partition, started or "
+            "waiting; 0 = no cap of its own."),
     [K_INSTANCE_ID] = STR("instance.id", "",
                           "Stable name of this worker, unique in its "
                           "group; required for exactly-once."),
@@ -893,8 +898,8 @@ static void fill_reliability(const rl_config_t *conf, rl_settings_t *s)
     long long pmax = int_of(conf, K_INFLIGHT_PARTITION_MAX);
     double rate = 0.0;
 
-    s->partition_inflight_max =
-        pmax > 0 && pmax < s->inflight_max ? (int)pmax : s->inflight_max;
+    s->partition_inflight_max = (int)pmax;
+    s->backlog_bytes = (size_t)int_of(conf, K_INFLIGHT_BACKLOG_BYTES);
     s->ordering = (rl_ordering_t)choice_of(conf, K_ORDERING);
     s->exactly_once = choice_of(conf, K_DELIVERY) == 1;
     s->instance_id = value_of(conf, K_INSTANCE_ID);

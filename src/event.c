@@ -354,7 +354,7 @@ rl_errclass_t rl_event_parse_in(rl_event_t *ev, rl_arena_t *arena,
         previous = rl_arena_use(ev->arena);
     /* Duplicate keys are refused: parsers disagree on which one wins,
      * and an event must mean the same thing to every consumer. */
-    ev->root = rl_json_parse(value, len, limits->max_depth, &jerr);
+    ev->root = rl_json_parse(value, len, limits->max_depth, 0, &jerr);
     if (ev->arena)
         rl_arena_use(previous);
     if (!ev->root) {

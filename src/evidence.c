@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "ragline/buf.h"
+#include "ragline/json.h"
 #include "ragline/repr.h"
 
 typedef struct slot_s {
@@ -278,11 +279,12 @@ static void put(rl_evcache_t *cache, uint64_t hash, char *block, size_t key_len,
 static int render_value(rl_buf_t *block, const void *value, size_t value_len,
                         char *errstr, size_t errstr_size)
 {
-    json_error_t jerr;
+    rl_json_error_t jerr;
     json_t *root, *results;
     int rc = -1;
 
-    root = json_loadb(value, value_len, JSON_ALLOW_NUL, &jerr);
+    root = rl_json_parse(value, value_len, JSON_PARSER_MAX_DEPTH,
+                         RL_JSON_KEEP_LAST, &jerr);
     if (!root) {
         set_err(errstr, errstr_size, "evidence value is not JSON: %s",
                 jerr.text);

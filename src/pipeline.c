@@ -119,8 +119,9 @@ struct rl_pipeline_s {
     int active;  /**< jobs started: at most inflight.max */
     job_t *backlog_head, *backlog_tail; /**< taken, not started yet */
     int backlog;
-    rl_keyq_t *keyq; /**< ordering keys with an event in progress */
-    rl_buf_t keybuf; /**< an ordering key being built */
+    size_t backlog_bytes; /**< message values of the backlog */
+    rl_keyq_t *keyq;      /**< ordering keys with an event in progress */
+    rl_buf_t keybuf;      /**< an ordering key being built */
 
     rl_breaker_t *breaker;
     job_t *parked_head, *parked_tail; /**< waiting for the breaker */
@@ -260,14 +261,38 @@ static int hysteresis(int flag, int64_t count, int64_t cap)
 
 /*
  * Events taken while inflight.max events are active wait in a backlog,
- * and input pauses only when the backlog is full.  Pausing is not free:
- * librdkafka drops what it prefetched for the partition, and a resumed
- * partition's first fetch comes a few hundred ms later.  A backlog as
- * deep as the cap keeps the backend busy through that gap.
+ * and input pauses only when the backlog holds inflight.backlog.bytes.
+ * Pausing is not free: librdkafka drops what it prefetched for the
+ * partition, and a resumed partition's first fetch comes up to a second
+ * later (librdkafka 2.0.2 serves it on its broker thread's next round).
+ * Input resumes at half, so the other half keeps the backend busy
+ * through that gap.  A budget in events would not do: with a small
+ * inflight.max and a fast backend, 64 events last a few ms and the
+ * worker idled through every gap (130 events/s at inflight.max 64).
  */
-static int backlog_max(const rl_pipeline_t *pl)
+static size_t backlog_max(const rl_pipeline_t *pl)
 {
-    return pl->settings->inflight_max < 64 ? 64 : pl->settings->inflight_max;
+    return pl->settings->backlog_bytes;
+}
+
+static void backlog_push(rl_pipeline_t *pl, job_t *job)
+{
+    if (pl->backlog_tail)
+        pl->backlog_tail->queued = job;
+    else
+        pl->backlog_head = job;
+    pl->backlog_tail = job;
+    pl->backlog++;
+    pl->backlog_bytes += job->msg->len;
+    if (pl->backlog_bytes > pl->metrics.backlog_bytes_peak)
+        pl->metrics.backlog_bytes_peak = pl->backlog_bytes;
+}
+
+/* Accounts for a job taken out of the backlog (unlinked by the caller). */
+static void backlog_taken(rl_pipeline_t *pl, const job_t *job)
+{
+    pl->backlog--;
+    pl->backlog_bytes -= job->msg->len;
 }
 
 /* An open breaker holds input back only while it holds events back:
@@ -297,7 +322,8 @@ static void update_flow(rl_pipeline_t *pl)
     rd_kafka_topic_partition_list_t *pause = NULL, *resume = NULL;
     int hold, i;
 
-    pl->capped = hysteresis(pl->capped, pl->backlog, backlog_max(pl));
+    pl->capped = hysteresis(pl->capped, (int64_t)pl->backlog_bytes,
+                            (int64_t)backlog_max(pl));
     hold = pl->draining || pl->capped || breaker_holds(pl);
     for (i = 0; i < pl->nparts; i++) {
         part_t *part = pl->parts[i];
@@ -305,14 +331,19 @@ static void update_flow(rl_pipeline_t *pl)
 
         if (!part)
             continue;
-        part->capped = hysteresis(part->capped, part->inflight,
+        /* A cap of the partition's own, if any.  Without one the
+         * partition must not pause on its count: that count includes
+         * the backlog, and each pause makes librdkafka drop and fetch
+         * again what it had prefetched. */
+        part->capped = pl->settings->partition_inflight_max > 0 &&
+                       hysteresis(part->capped, part->inflight,
                                   pl->settings->partition_inflight_max);
         want = hold || part->capped || part->revoking;
         if (want == part->paused)
             continue;
         part->paused = want;
         add_part(want ? &pause : &resume, pl, part->id);
-        if (want && pl->capped && !pl->draining)
+        if (want && (pl->capped || part->capped) && !pl->draining)
             pl->metrics.pauses++;
     }
     if (pause) {
@@ -999,7 +1030,7 @@ static void drop_backlog(rl_pipeline_t *pl, const part_t *part)
             continue;
         }
         *link = job->queued;
-        pl->backlog--;
+        backlog_taken(pl, job);
         fifo_unlink(job);
         job_free(job);
     }
@@ -1016,7 +1047,7 @@ static void start_backlog(rl_pipeline_t *pl)
         pl->backlog_head = job->queued;
         if (!pl->backlog_head)
             pl->backlog_tail = NULL;
-        pl->backlog--;
+        backlog_taken(pl, job);
         if (job->part->assigned)
             job_begin(job);
         else
@@ -1546,16 +1577,10 @@ static void handle_consumed(rl_pipeline_t *pl, rd_kafka_message_t *msg)
         return;
     }
     job = job_new(pl, part, ticket, msg);
-    if (pl->active < pl->settings->inflight_max) {
+    if (pl->active < pl->settings->inflight_max)
         job_begin(job);
-    } else {
-        if (pl->backlog_tail)
-            pl->backlog_tail->queued = job;
-        else
-            pl->backlog_head = job;
-        pl->backlog_tail = job;
-        pl->backlog++;
-    }
+    else
+        backlog_push(pl, job);
     update_flow(pl);
 }
 

@@ -30,12 +30,13 @@ static char *dump(const json_t *v)
  * both give the same tree (compared as dumped text, so key order
  * counts).  @returns 1 if it was accepted.
  */
-static int agree(const char *text, size_t len)
+static int agree_with(const char *text, size_t len, unsigned flags)
 {
     rl_json_error_t err;
     json_error_t jerr;
-    json_t *ours = rl_json_parse(text, len, JSON_PARSER_MAX_DEPTH, &err);
-    json_t *theirs = json_loadb(text, len, LOAD_FLAGS, &jerr);
+    json_t *ours = rl_json_parse(text, len, JSON_PARSER_MAX_DEPTH, flags, &err);
+    json_t *theirs = json_loadb(
+        text, len, LOAD_FLAGS & ~(flags ? JSON_REJECT_DUPLICATES : 0), &jerr);
     int accepted = ours != NULL;
 
     if (!ours != !theirs) {
@@ -60,6 +61,13 @@ static int agree(const char *text, size_t len)
     json_decref(ours);
     json_decref(theirs);
     return accepted;
+}
+
+/* agree_with() both ways: repeated keys refused, and kept last. */
+static int agree(const char *text, size_t len)
+{
+    agree_with(text, len, RL_JSON_KEEP_LAST);
+    return agree_with(text, len, 0);
 }
 
 static void agree_str(const char *text)
@@ -308,7 +316,7 @@ static void expect_error(const char *text, const char *message, int too_deep,
                          int max_depth)
 {
     rl_json_error_t err;
-    json_t *v = rl_json_parse(text, strlen(text), max_depth, &err);
+    json_t *v = rl_json_parse(text, strlen(text), max_depth, 0, &err);
 
     if (v)
         print_error("accepted: %s\n", text);
@@ -357,14 +365,14 @@ static void test_depth_limit_is_exact(void **state)
     json_t *v;
 
     (void)state;
-    v = rl_json_parse("[[1]]", 5, 2, &err);
+    v = rl_json_parse("[[1]]", 5, 2, 0, &err);
     assert_non_null(v);
     json_decref(v);
-    v = rl_json_parse("[[1]]", 5, 1, &err);
+    v = rl_json_parse("[[1]]", 5, 1, 0, &err);
     assert_null(v);
     assert_true(err.too_deep);
     /* A bracket inside a string is not nesting. */
-    v = rl_json_parse("[\"[[[[\"]", 8, 1, &err);
+    v = rl_json_parse("[\"[[[[\"]", 8, 1, 0, &err);
     assert_non_null(v);
     json_decref(v);
 }
@@ -372,7 +380,7 @@ static void test_depth_limit_is_exact(void **state)
 static void test_strings_keep_their_bytes(void **state)
 {
     const char text[] = "[\"a\\u0000b\", \"\\u00e9\\n\", \"plain text here\"]";
-    json_t *v = rl_json_parse(text, sizeof(text) - 1, 4, NULL);
+    json_t *v = rl_json_parse(text, sizeof(text) - 1, 4, 0, NULL);
 
     (void)state;
     assert_non_null(v);
@@ -388,15 +396,15 @@ static void test_text_need_not_be_terminated(void **state)
 {
     /* The parser must stop at len, whatever follows in memory. */
     const char text[] = "{\"a\":12345}99";
-    json_t *v = rl_json_parse(text, 11, 4, NULL);
+    json_t *v = rl_json_parse(text, 11, 4, 0, NULL);
 
     (void)state;
     assert_non_null(v);
     assert_int_equal(json_integer_value(json_object_get(v, "a")), 12345);
     json_decref(v);
-    assert_null(rl_json_parse(text, 10, 4, NULL));
-    assert_null(rl_json_parse("\"abc\"", 4, 4, NULL));
-    assert_null(rl_json_parse("1.5e3", 4, 4, NULL));
+    assert_null(rl_json_parse(text, 10, 4, 0, NULL));
+    assert_null(rl_json_parse("\"abc\"", 4, 4, 0, NULL));
+    assert_null(rl_json_parse("1.5e3", 4, 4, 0, NULL));
 }
 
 int main(void)

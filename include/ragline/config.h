@@ -40,7 +40,8 @@ typedef struct rl_settings_s {
     const char *template_file;   /**< template.file; NULL: built-in default */
     rl_backend_conf_t backend;   /**< backend.*; api_key resolved */
     int inflight_max;            /**< inflight.max */
-    int partition_inflight_max;  /**< inflight.partition.max (0 resolved) */
+    int partition_inflight_max;  /**< inflight.partition.max; 0: none */
+    size_t backlog_bytes;        /**< inflight.backlog.bytes */
     rl_ordering_t ordering;      /**< ordering */
     int exactly_once;            /**< delivery = exactly-once */
     const char *instance_id;     /**< instance.id; "" when unset */

@@ -37,10 +37,11 @@ typedef struct rl_metrics_s {
     uint64_t evidence_missing; /**< all_queries lookups that missed */
     uint64_t inflight;         /**< events taken and not finished */
     uint64_t inflight_peak;
-    uint64_t active_peak; /**< most events started at once (<= cap) */
-    uint64_t pauses;      /**< times the in-flight cap paused input */
-    rl_hist_t total_ms;   /**< consume to broker acknowledgement */
-    rl_hist_t backend_ms; /**< backend calls */
+    uint64_t active_peak;        /**< most events started at once (<= cap) */
+    uint64_t backlog_bytes_peak; /**< most bytes waiting for a slot */
+    uint64_t pauses;             /**< times the in-flight cap paused input */
+    rl_hist_t total_ms;          /**< consume to broker acknowledgement */
+    rl_hist_t backend_ms;        /**< backend calls */
 } rl_metrics_t;
 
 /** @brief Logs one summary line at info level under @p tag. */
