@@ -97,15 +97,25 @@ def child_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("RAGLINE_")}
 
 
-def stop_process(proc, sig=signal.SIGTERM, timeout=30):
-    """Sends sig, waits up to timeout, then SIGKILLs.  Returns the exit
-    status (None if the process could not be reaped)."""
+def stop_process(proc, sig=signal.SIGTERM, timeout=30, group=False):
+    """Sends sig (to the process group it leads, if group), waits up to
+    timeout, then SIGKILLs.  Returns the exit status (None if the process
+    could not be reaped)."""
+    def send(s):
+        try:
+            if group:
+                os.killpg(proc.pid, s)
+            else:
+                proc.send_signal(s)
+        except ProcessLookupError:
+            pass
+
     if proc.poll() is None:
         try:
-            proc.send_signal(sig)
+            send(sig)
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            send(signal.SIGKILL)
             try:
                 return proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -569,6 +579,9 @@ class Bench:
                 env=child_env(),
                 cwd=str(rundir),
                 preexec_fn=allow_core_dump,
+                # Its own group, so that the signals also reach a worker
+                # started under --wrap, --perf or --callgrind.
+                start_new_session=True,
             )
             stderr.close()
             if sc.paced:
@@ -592,7 +605,7 @@ class Bench:
                 log(f"{tag}: only {done} of {n} records out in time")
             result.update(self._sample_before_stop(proc, fake, samples, max(done, 1)))
             t_stop = time.monotonic()
-            result["exit_status"] = stop_process(proc, timeout=60)
+            result["exit_status"] = stop_process(proc, timeout=60, group=True)
             result["stop_seconds"] = round(time.monotonic() - t_stop, 2)
         except (TimeoutError, RuntimeError) as e:
             result["error"] = str(e)
@@ -602,7 +615,7 @@ class Bench:
             if feeder is not None:
                 feeder.join(150)
             if proc is not None:
-                stop_process(proc, timeout=10)
+                stop_process(proc, timeout=10, group=True)
             fake.stop()
         if "error" not in result:
             # A prefilled topic was written before the worker started: its

@@ -685,6 +685,9 @@ static int setup_easy(rl_backend_t *be, call_t *call)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
     curl_easy_setopt(e, CURLOPT_PRIVATE, call);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
+    /* Replies are small; curl's default 16 KB a handle adds up over a
+     * pool of thousands. */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 8192L);
     call->easy = e;
     return 0;
 }

@@ -197,9 +197,10 @@ static const key_def_t keys[K_COUNT] = {
                         "transactions."),
     [K_GROUP_ID] = STR("group.id", "ragline", "Kafka consumer group."),
     [K_INFLIGHT_BACKLOG_BYTES] =
-        INT("inflight.backlog.bytes", "16777216", 1024, 1073741824,
-            "Bytes of taken events that may wait for a backend slot "
-            "before input pauses; it resumes at half."),
+        INT("inflight.backlog.bytes", "4194304", 1024, 1073741824,
+            "Bytes of taken events that may wait for a backend slot; "
+            "when full, input stops being read (paused after 1 s) until "
+            "half is left."),
     [K_INFLIGHT_MAX] =
         INT("inflight.max", "1024", 1, 100000,
             "Events at the backend at once (also its connection pool "

@@ -38,10 +38,12 @@ static const kv_t consumer_defaults[] = {
     {"auto.offset.reset", "earliest"},
     {"enable.partition.eof", "false"},
     {"partition.assignment.strategy", "cooperative-sticky"},
-    /* librdkafka prefetches up to 64 MB by default; the backlog holds
-     * what the backend is not ready for, so 16 MB is plenty. */
-    {"queued.max.messages.kbytes", "16384"},
-    {"fetch.max.bytes", "16777216"},
+    /* librdkafka prefetches up to 64 MB by default.  8 MB still holds
+     * about a second of 10 KB events at full speed, which is how long
+     * librdkafka 2.0.2 can take to fetch again once the worker drains
+     * its queue (nothing wakes its fetcher when the queue has room). */
+    {"queued.max.messages.kbytes", "8192"},
+    {"fetch.max.bytes", "8388608"},
     {NULL, NULL},
 };
 

@@ -51,7 +51,7 @@ void rl_metrics_log(const rl_metrics_t *m, const char *tag)
     rl_info(tag,
             "consumed %llu, answered %llu, dead-lettered %llu "
             "(invalid %llu, backend %llu), in flight %llu (peak %llu), "
-            "input paused %llu time(s), "
+            "input stalled %llu and paused %llu time(s), "
             "latency p50 %.1f ms p99 %.1f ms, backend p50 %.1f ms",
             (unsigned long long)m->consumed, (unsigned long long)m->answered,
             (unsigned long long)m->dead_lettered,
@@ -60,8 +60,8 @@ void rl_metrics_log(const rl_metrics_t *m, const char *tag)
                                  m->by_class[RL_ERR_LIMIT]),
             (unsigned long long)m->by_class[RL_ERR_BACKEND],
             (unsigned long long)m->inflight,
-            (unsigned long long)m->inflight_peak, (unsigned long long)m->pauses,
-            rl_hist_quantile(&m->total_ms, 0.5),
+            (unsigned long long)m->inflight_peak, (unsigned long long)m->stalls,
+            (unsigned long long)m->pauses, rl_hist_quantile(&m->total_ms, 0.5),
             rl_hist_quantile(&m->total_ms, 0.99),
             rl_hist_quantile(&m->backend_ms, 0.5));
 }

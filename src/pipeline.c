@@ -30,6 +30,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,9 +41,12 @@
 
 #define TAG "pipeline"
 
-#define CONSUME_BUDGET     256   /**< messages per wake-up before yielding */
-#define TICK_MS            100   /**< offset store and consumer poll period */
-#define STATS_EVERY_MS     30000 /**< summary log line period */
+#define CONSUME_BUDGET     256  /**< messages per wake-up before yielding */
+#define TICK_MS            100  /**< offset store and consumer poll period */
+#define STALL_MAX_MS       1000 /**< unread input before pausing instead */
+#define TRIM_EVERY_MS      1000 /**< free memory handed back this often */
+#define TRIM_KEEP_BYTES    (4 << 20) /**< left at the top of the heap */
+#define STATS_EVERY_MS     30000     /**< summary log line period */
 #define STARTUP_TIMEOUT_MS 60000
 
 /* One input partition, as assigned to this worker.  A revoked partition
@@ -142,9 +148,12 @@ struct rl_pipeline_s {
     rl_arena_t *arena; /**< the event being attempted is parsed into it */
     int arena_busy;
 
-    int capped;   /**< over inflight.max (hysteresis) */
-    int draining; /**< shutdown requested: no new events */
-    int closing;  /**< finish_shutdown() is running */
+    int capped;           /**< backlog over its budget (hysteresis) */
+    int stalled;          /**< capped: input not read, not paused (yet) */
+    int64_t next_trim_ms; /**< when to hand free memory back */
+    int64_t stalled_ms;   /**< when input stopped being read */
+    int draining;         /**< shutdown requested: no new events */
+    int closing;          /**< finish_shutdown() is running */
     int finished;
     int status;
 
@@ -312,6 +321,34 @@ static void add_part(rd_kafka_topic_partition_list_t **list,
 }
 
 /*
+ * At the backlog budget, input first only stops being read: librdkafka
+ * keeps what it prefetched and stops fetching when its queue is full,
+ * and reading resumes with no fetch lost.  A pause would drop the
+ * prefetched messages and cost a second of refetching.  But rebalance
+ * callbacks are served only when the consumer is read, so after
+ * STALL_MAX_MS the partitions are paused and reading resumes.
+ * @returns 1 while input is to be left unread rather than paused.
+ */
+static int stall_input(rl_pipeline_t *pl)
+{
+    int64_t now = rl_loop_now_ms(pl->loop);
+
+    if (!pl->stalled) {
+        pl->stalled = 1;
+        pl->stalled_ms = now;
+        pl->metrics.stalls++;
+    }
+    return now - pl->stalled_ms < STALL_MAX_MS;
+}
+
+/* @returns 1 while the consumer is not to be read (see stall_input()). */
+static int input_stalled(const rl_pipeline_t *pl)
+{
+    return pl->stalled && pl->capped &&
+           rl_loop_now_ms(pl->loop) - pl->stalled_ms < STALL_MAX_MS;
+}
+
+/*
  * Pauses or resumes each assigned partition so that it consumes only if
  * nothing holds it back: shutdown, its revocation, an open breaker, the
  * global in-flight cap or its own.  Paused partitions stay assigned and
@@ -324,7 +361,8 @@ static void update_flow(rl_pipeline_t *pl)
 
     pl->capped = hysteresis(pl->capped, (int64_t)pl->backlog_bytes,
                             (int64_t)backlog_max(pl));
-    hold = pl->draining || pl->capped || breaker_holds(pl);
+    hold =
+        pl->draining || breaker_holds(pl) || (pl->capped && !stall_input(pl));
     for (i = 0; i < pl->nparts; i++) {
         part_t *part = pl->parts[i];
         int want;
@@ -353,6 +391,11 @@ static void update_flow(rl_pipeline_t *pl)
     if (resume) {
         rd_kafka_resume_partitions(pl->consumer, resume);
         rd_kafka_topic_partition_list_destroy(resume);
+    }
+    if (pl->stalled && !pl->capped) {
+        /* The consumer's queue is not empty, so no wake-up will come. */
+        pl->stalled = 0;
+        rl_timer_start(pl->loop, &pl->again, 0);
     }
 }
 
@@ -1591,6 +1634,8 @@ static void serve_consumer(rl_pipeline_t *pl)
 
     rl_kafka_wakeup_clear(&pl->cwake);
     while (budget-- > 0 && !pl->finished) {
+        if (input_stalled(pl))
+            return;
         msg = rd_kafka_consumer_poll(pl->consumer, 0);
         if (!msg)
             return;
@@ -1624,6 +1669,14 @@ static void on_tick(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
     if (pl->txn_open && rl_loop_now_ms(loop) - pl->txn_begun_ms >=
                             pl->settings->transaction_interval_ms)
         eos_commit(pl);
+    if (pl->stalled)
+        update_flow(pl); /* may be time to pause instead */
+#ifdef __GLIBC__
+    if (rl_loop_now_ms(loop) >= pl->next_trim_ms) {
+        malloc_trim(TRIM_KEEP_BYTES);
+        pl->next_trim_ms = rl_loop_now_ms(loop) + TRIM_EVERY_MS;
+    }
+#endif
     serve_consumer(pl);
     serve_producer(pl);
     if (rl_loop_now_ms(loop) >= pl->next_stats_ms) {

@@ -39,9 +39,10 @@ typedef struct rl_metrics_s {
     uint64_t inflight_peak;
     uint64_t active_peak;        /**< most events started at once (<= cap) */
     uint64_t backlog_bytes_peak; /**< most bytes waiting for a slot */
-    uint64_t pauses;             /**< times the in-flight cap paused input */
-    rl_hist_t total_ms;          /**< consume to broker acknowledgement */
-    rl_hist_t backend_ms;        /**< backend calls */
+    uint64_t stalls;      /**< times a full backlog stopped input being read */
+    uint64_t pauses;      /**< times a cap paused input partitions */
+    rl_hist_t total_ms;   /**< consume to broker acknowledgement */
+    rl_hist_t backend_ms; /**< backend calls */
 } rl_metrics_t;
 
 /** @brief Logs one summary line at info level under @p tag. */
