@@ -61,6 +61,7 @@ typedef struct part_s {
     int capped;        /**< over inflight.partition.max (hysteresis) */
     int revoking;      /**< revoked; waiting for its jobs to finish */
     int paused;        /**< as last told to librdkafka */
+    int rewind;        /**< exactly-once: aborted; held until sought back */
     struct job_s *fifo_head, *fifo_tail; /**< exactly-once: offset order */
 } part_t;
 
@@ -139,6 +140,7 @@ struct rl_pipeline_s {
     int txn_open; /**< exactly-once: a transaction has begun */
     int txn_dead; /**< exactly-once: a fatal error; commit nothing */
     int64_t txn_begun_ms;
+    rl_timer_t rewind; /**< exactly-once: rewinds aborted partitions */
 
     rd_kafka_topic_partition_list_t *revoking; /**< deferred unassign */
     int revoking_cooperative;
@@ -376,7 +378,7 @@ static void update_flow(rl_pipeline_t *pl)
         part->capped = pl->settings->partition_inflight_max > 0 &&
                        hysteresis(part->capped, part->inflight,
                                   pl->settings->partition_inflight_max);
-        want = hold || part->capped || part->revoking;
+        want = hold || part->capped || part->revoking || part->rewind;
         if (want == part->paused)
             continue;
         part->paused = want;
@@ -1110,7 +1112,10 @@ static void start_backlog(rl_pipeline_t *pl)
  * or this worker after the rewind, consumes it again.
  */
 
-#define TXN_TIMEOUT_MS 30000
+#define TXN_TIMEOUT_MS    30000
+#define REWIND_TIMEOUT_MS 5000 /**< each blocking call of a rewind */
+#define REWIND_RETRY_MS   1000 /**< after a rewind that did not finish */
+#define GROUP_SETTLE_MS   3000 /**< longest wait for a rejoin to finish */
 
 /* Frees the jobs of a detached partition whose records were built but
  * not produced; the others are dropped when their records are built. */
@@ -1138,52 +1143,199 @@ static void eos_fatal(rl_pipeline_t *pl, const char *what,
     fatal(pl, line);
 }
 
-/*
- * Aborts the open transaction and rewinds every assigned partition to
- * its committed offset.  Each partition gets a fresh offset tracker;
- * the jobs of the old one are dropped as they end.
- */
-static void eos_abort(rl_pipeline_t *pl, const char *why)
+/* Aborts the open transaction, retrying what librdkafka calls
+ * retriable.  @returns 0, or -1 when the worker is stopping. */
+static int eos_abort_txn(rl_pipeline_t *pl)
 {
-    rd_kafka_topic_partition_list_t *list = NULL;
     rd_kafka_error_t *error;
-    int i;
+    int tries;
 
-    rl_warn(TAG, "exactly-once: aborting the transaction: %s", why);
-    error = rd_kafka_abort_transaction(pl->producer, TXN_TIMEOUT_MS);
     pl->txn_open = 0;
-    if (error) {
-        eos_fatal(pl, "abort", error);
+    for (tries = 1;; tries++) {
+        error = rd_kafka_abort_transaction(pl->producer, TXN_TIMEOUT_MS);
+        if (!error)
+            return 0;
+        if (!rd_kafka_error_is_retriable(error) || tries == 3)
+            break;
+        rl_info(TAG, "exactly-once: abort: %s; retrying",
+                rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
-        return;
     }
+    eos_fatal(pl, "abort", error);
+    rd_kafka_error_destroy(error);
+    return -1;
+}
+
+/*
+ * After an abort no partition may consume again before it is sought
+ * back to its committed offset: its fetch position is past the events
+ * whose records were just discarded.  So each assigned partition gets a
+ * fresh offset tracker (the jobs of the old one are dropped as they
+ * end) and is paused until on_rewind() has sought it.  Its pause state
+ * is carried over, so that update_flow() stays in step with librdkafka.
+ * A partition being revoked is let go at once: its next owner starts
+ * from the committed offset, and what it still has in flight must not
+ * move that offset past the aborted records.
+ */
+static void eos_forget_progress(rl_pipeline_t *pl)
+{
+    int i, paused;
 
     for (i = 0; i < pl->nparts; i++) {
         part_t *part = pl->parts[i];
 
-        if (!part || part->revoking)
+        if (!part)
             continue;
+        if (part->revoking) {
+            part_detach(pl, i);
+            continue;
+        }
+        paused = part->paused;
         part_detach(pl, i);
         part_attach(pl, i);
-        add_part(&list, pl, i);
+        pl->parts[i]->paused = paused;
+        pl->parts[i]->rewind = 1;
     }
+    maybe_complete_revoke(pl);
+    update_flow(pl);
+}
+
+/* Whether the group's generation moved on under the transaction: the
+ * broker refused its offsets because this member was rebalanced, timed
+ * out or replaced.  Only a producer fenced by a newer instance with the
+ * same instance.id is fatal, and librdkafka reports that as fatal. */
+static int eos_group_moved(const rd_kafka_error_t *error)
+{
+    rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+
+    return code == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+           code == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
+           code == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID;
+}
+
+/*
+ * Aborts the open transaction and has every assigned partition rewound
+ * to its committed offset, from a timer: never from inside a librdkafka
+ * callback, and never blocking on a group that is rebalancing.
+ *
+ * When the group moved on (@p settle), the rewind waits for the next
+ * assignment callback, or GROUP_SETTLE_MS if none comes (librdkafka
+ * calls it, with no partitions, even when a rebalance changes nothing
+ * here).  Until the consumer has rejoined, its group metadata would get
+ * every new transaction refused the same way; consuming meanwhile would
+ * only call the backend for answers that are thrown away.
+ */
+static void eos_abort(rl_pipeline_t *pl, const char *why, int settle)
+{
+    rl_warn(TAG, "exactly-once: aborting the transaction: %s%s", why,
+            settle ? "; input held until the group settles" : "");
+    if (eos_abort_txn(pl) < 0)
+        return;
+    eos_forget_progress(pl);
+    rl_timer_start(pl->loop, &pl->rewind, settle ? GROUP_SETTLE_MS : 0);
+}
+
+/* An assignment callback ran: the group has settled for now, so a
+ * rewind that waits for it may go ahead. */
+static void eos_settled(rl_pipeline_t *pl)
+{
+    if (rl_timer_active(&pl->rewind))
+        rl_timer_start(pl->loop, &pl->rewind, 0);
+}
+
+/* The partitions waiting for a rewind, or NULL. */
+static rd_kafka_topic_partition_list_t *eos_rewind_list(rl_pipeline_t *pl)
+{
+    rd_kafka_topic_partition_list_t *list = NULL;
+    int i;
+
+    for (i = 0; i < pl->nparts; i++)
+        if (pl->parts[i] && pl->parts[i]->rewind)
+            add_part(&list, pl, i);
+    return list;
+}
+
+/* Seeks the partitions of @p list whose committed offset was read;
+ * clears the rewind of each one sought. */
+static void eos_seek(rl_pipeline_t *pl, rd_kafka_topic_partition_list_t *list)
+{
+    rd_kafka_topic_partition_list_t *seek;
+    rd_kafka_error_t *error;
+    int i;
+
+    seek = rd_kafka_topic_partition_list_new(list->cnt);
+    for (i = 0; i < list->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &list->elems[i];
+
+        if (tp->err) {
+            rl_warn(TAG, "exactly-once: committed offset of %s [%d]: %s",
+                    tp->topic, (int)tp->partition, rd_kafka_err2str(tp->err));
+            continue;
+        }
+        rd_kafka_topic_partition_list_add(seek, tp->topic, tp->partition)
+            ->offset = tp->offset < 0 ? RD_KAFKA_OFFSET_BEGINNING : tp->offset;
+    }
+    if (seek->cnt == 0) {
+        rd_kafka_topic_partition_list_destroy(seek);
+        return;
+    }
+    error = rd_kafka_seek_partitions(pl->consumer, seek, REWIND_TIMEOUT_MS);
+    if (error) {
+        rl_warn(TAG, "exactly-once: rewind: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        rd_kafka_topic_partition_list_destroy(seek);
+        return;
+    }
+    for (i = 0; i < seek->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &seek->elems[i];
+        part_t *part = part_lookup(pl, tp->partition);
+
+        if (tp->err)
+            rl_warn(TAG, "exactly-once: rewind of %s [%d]: %s", tp->topic,
+                    (int)tp->partition, rd_kafka_err2str(tp->err));
+        else if (part)
+            part->rewind = 0;
+    }
+    rd_kafka_topic_partition_list_destroy(seek);
+}
+
+/*
+ * Seeks the aborted partitions back to their committed offsets, then
+ * lets them consume.  Neither step failing is a reason to stop: the
+ * group may be rebalancing (the coordinator moving, the partition just
+ * lost).  A partition that could not be rewound stays paused, so it
+ * never consumes from the wrong place, and is tried again shortly; if
+ * it was lost meanwhile, the rebalance callback frees it and its new
+ * assignment starts from the committed offset anyway.
+ */
+static void on_rewind(rl_loop_t *loop, rl_timer_t *timer, void *opaque)
+{
+    rl_pipeline_t *pl = opaque;
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t err;
+
+    if (pl->closing || pl->finished)
+        return;
+    list = eos_rewind_list(pl);
     if (!list)
         return;
-    if (rd_kafka_committed(pl->consumer, list, TXN_TIMEOUT_MS) == 0) {
-        for (i = 0; i < list->cnt; i++)
-            if (list->elems[i].offset < 0)
-                list->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
-        error = rd_kafka_seek_partitions(pl->consumer, list, TXN_TIMEOUT_MS);
-        if (error) {
-            rl_error(TAG, "exactly-once: rewind: %s",
-                     rd_kafka_error_string(error));
-            rd_kafka_error_destroy(error);
-        }
-    } else {
-        fatal(pl, "exactly-once: cannot read the committed offsets to "
-                  "rewind to");
-    }
+    err = rd_kafka_committed(pl->consumer, list, REWIND_TIMEOUT_MS);
+    if (err)
+        rl_warn(TAG,
+                "exactly-once: reading the committed offsets to rewind "
+                "to: %s; trying again",
+                rd_kafka_err2str(err));
+    else
+        eos_seek(pl, list);
     rd_kafka_topic_partition_list_destroy(list);
+
+    list = eos_rewind_list(pl);
+    if (list) {
+        rd_kafka_topic_partition_list_destroy(list);
+        rl_timer_start(loop, &pl->rewind, REWIND_RETRY_MS);
+    } else {
+        rl_info(TAG, "exactly-once: rewound to the committed offsets");
+    }
     update_flow(pl);
 }
 
@@ -1195,34 +1347,21 @@ static void eos_abort(rl_pipeline_t *pl, const char *why)
 static int eos_check(rl_pipeline_t *pl, rd_kafka_error_t *error,
                      const char *what)
 {
-    int ret = 0;
-
     if (!error)
         return 0;
-    if (rd_kafka_error_is_fatal(error)) {
-        eos_fatal(pl, what, error);
-        ret = -1;
-    } else if (rd_kafka_error_is_retriable(error)) {
+    if (rd_kafka_error_is_retriable(error) && !rd_kafka_error_is_fatal(error)) {
         rl_info(TAG, "exactly-once: %s: %s; retrying", what,
                 rd_kafka_error_string(error));
-        ret = 1;
-    } else if (rd_kafka_error_txn_requires_abort(error)) {
-        rd_kafka_resp_err_t code = rd_kafka_error_code(error);
-
-        eos_abort(pl, rd_kafka_error_string(error));
-        /* Our membership was taken over (a zombie woke up): stop, so
-         * that the process supervisor restarts a clean member. */
-        if (code == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
-            code == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
-            code == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID)
-            eos_fatal(pl, "fenced out of the group", error);
-        ret = -1;
-    } else {
-        eos_fatal(pl, what, error);
-        ret = -1;
+        rd_kafka_error_destroy(error);
+        return 1;
     }
+    if (rd_kafka_error_txn_requires_abort(error) &&
+        !rd_kafka_error_is_fatal(error))
+        eos_abort(pl, rd_kafka_error_string(error), eos_group_moved(error));
+    else
+        eos_fatal(pl, what, error);
     rd_kafka_error_destroy(error);
-    return ret;
+    return -1;
 }
 
 static int eos_begin(rl_pipeline_t *pl)
@@ -1256,7 +1395,7 @@ static void eos_produce(job_t *job)
                             RD_KAFKA_V_HEADERS(job->out_hdrs), RD_KAFKA_V_END);
     if (err) {
         job_free(job); /* frees the record and headers it still owns */
-        eos_abort(pl, rd_kafka_err2str(err));
+        eos_abort(pl, rd_kafka_err2str(err), 0);
         return;
     }
     job->out_value = NULL; /* the producer's now */
@@ -1452,6 +1591,8 @@ static void assign(rl_pipeline_t *pl, rd_kafka_t *rk, int cooperative,
     rd_kafka_resume_partitions(rk, parts);
     rl_info(TAG, "assigned %d partition(s) of '%s'", parts->cnt,
             pl->settings->input_topic);
+    if (pl->settings->exactly_once)
+        eos_settled(pl);
     update_flow(pl); /* new partitions start paused if input is held */
 }
 
@@ -1551,7 +1692,7 @@ static void begin_revoke(rl_pipeline_t *pl, rd_kafka_t *rk, int cooperative,
         /* The open transaction may hold records of the lost partitions,
          * which their new owner will write too. */
         if (pl->txn_open)
-            eos_abort(pl, "partitions lost");
+            eos_abort(pl, "partitions lost", 0);
         return;
     }
     pl->revoking = rd_kafka_topic_partition_list_copy(parts);
@@ -1938,6 +2079,7 @@ rl_pipeline_t *rl_pipeline_new(rl_loop_t *loop, const rl_config_t *conf,
     rl_timer_init(&pl->probe, on_probe, pl);
     rl_timer_init(&pl->unpark, on_unpark, pl);
     rl_timer_init(&pl->revoke_deadline, on_revoke_deadline, pl);
+    rl_timer_init(&pl->rewind, on_rewind, pl);
     pl->cache = rl_evcache_new();
     pl->keyq = rl_keyq_new();
     pl->arena = rl_arena_new(65536);
@@ -1990,6 +2132,7 @@ void rl_pipeline_destroy(rl_pipeline_t *pl)
     rl_timer_stop(pl->loop, &pl->probe);
     rl_timer_stop(pl->loop, &pl->unpark);
     rl_timer_stop(pl->loop, &pl->revoke_deadline);
+    rl_timer_stop(pl->loop, &pl->rewind);
     pl->closing = 1; /* a revoke from consumer_close() completes at once */
 
     /*

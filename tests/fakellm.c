@@ -39,6 +39,7 @@
 #define MAX_STATUS   600
 #define MAX_HUGE     (1L << 30)
 #define DEFAULT_BODY (8L * 1024 * 1024)
+#define DRIP_BYTES   8 /* written at a time under FAKELLM:drip */
 
 typedef enum { DIST_FIXED, DIST_UNIFORM, DIST_LOGNORMAL } dist_t;
 
@@ -84,7 +85,8 @@ typedef struct conn_s conn_t;
 
 typedef enum {
     CONN_READ,  /* waiting for (the rest of) a request */
-    CONN_DELAY, /* reply built, held back by the latency timer */
+    CONN_DELAY, /* reply built, held back by the latency timer, or
+                   between two pieces of a dripped reply */
     CONN_WRITE, /* reply being written */
 } conn_state_t;
 
@@ -100,6 +102,7 @@ struct conn_s {
     int drop;          /* close instead of replying */
     int in_request;    /* counted in stats.inflight */
     int sent_continue; /* a 100 Continue went out for this request */
+    long drip_ms;      /* > 0: write the reply in pieces this far apart */
     rl_timer_t timer;
     conn_t *prev, *next;
 };
@@ -140,6 +143,7 @@ typedef struct faults_s {
     int status; /* 0: none */
     long sleep; /* -1: none */
     long huge;  /* -1: none */
+    long drip;  /* -1: none */
     int garbage;
     int close;
     int echo;
@@ -519,12 +523,14 @@ static void read_faults(const request_t *req, faults_t *f)
     memset(f, 0, sizeof(*f));
     f->sleep = -1;
     f->huge = -1;
+    f->drip = -1;
     if (!n || !memmem(b, n, "FAKELLM:", 8))
         return;
     status = trigger_number(b, n, "FAKELLM:status=", 999);
     f->status = status >= 100 && status < MAX_STATUS ? (int)status : 0;
     f->sleep = trigger_number(b, n, "FAKELLM:sleep=", 3600 * 1000L);
     f->huge = trigger_number(b, n, "FAKELLM:huge=", MAX_HUGE);
+    f->drip = trigger_number(b, n, "FAKELLM:drip=", 60 * 1000L);
     f->garbage = has_trigger(b, n, "FAKELLM:garbage");
     f->close = has_trigger(b, n, "FAKELLM:close");
     f->echo = has_trigger(b, n, "FAKELLM:echo");
@@ -577,6 +583,7 @@ static void serve_model(conn_t *c, const request_t *req, int chat)
     char msg[96];
 
     read_faults(req, &f);
+    c->drip_ms = f.drip > 0 ? f.drip : 0;
     if (f.close) {
         c->drop = 1;
         start_timer_or_write(c, f.sleep > 0 ? f.sleep : 0);
@@ -884,16 +891,47 @@ static int conn_read(conn_t *c)
     }
 }
 
-/* @returns 1 when the reply is out, 0 when the socket is full, -1 on a
- *          write error. */
+/* How much of the reply to write next.  A dripped reply sends its head
+ * at once, as a model server that streams its answer does, then the
+ * body a few bytes at a time. */
+static size_t next_piece(const conn_t *c)
+{
+    size_t left = c->out.len - c->out_off;
+    const char *end;
+    size_t head;
+
+    if (c->drip_ms <= 0)
+        return left;
+    end = memmem(c->out.data, c->out.len, "\r\n\r\n", 4);
+    head = end ? (size_t)(end - c->out.data) + 4 : 0;
+    if (c->out_off < head)
+        return head - c->out_off;
+    return left < DRIP_BYTES ? left : DRIP_BYTES;
+}
+
+/* Holds the rest of a dripped reply back for c->drip_ms.  Only the
+ * timer moves it on, so write readiness is of no interest meanwhile. */
+static void conn_drip_pause(conn_t *c)
+{
+    c->state = CONN_DELAY;
+    rl_loop_io_mod(c->srv->loop, c->fd, RL_IO_READ);
+    rl_timer_start(c->srv->loop, &c->timer, c->drip_ms);
+}
+
+/* @returns 1 when the reply is out, 0 when the socket is full or a
+ *          dripped reply waits for its next piece, -1 on a write error. */
 static int conn_flush(conn_t *c)
 {
     while (c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->out_off,
-                         c->out.len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n =
+            send(c->fd, c->out.data + c->out_off, next_piece(c), MSG_NOSIGNAL);
 
         if (n > 0) {
             c->out_off += (size_t)n;
+            if (c->drip_ms > 0 && c->out_off < c->out.len) {
+                conn_drip_pause(c);
+                return 0;
+            }
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -977,6 +1015,7 @@ static int conn_advance(conn_t *c)
             return -1;
         }
         request_end(c->srv, c, 1);
+        c->drip_ms = 0;
         c->state = CONN_READ;
         rl_loop_io_mod(c->srv->loop, c->fd, RL_IO_READ);
     }
@@ -1202,6 +1241,9 @@ static void usage(FILE *out)
         "  FAKELLM:sleep=MS     delay the reply by MS instead of the latency\n"
         "  FAKELLM:garbage      200 with an HTML body that is not JSON\n"
         "  FAKELLM:huge=N       an answer of N bytes\n"
+        "  FAKELLM:drip=MS      once the reply is due, send its head, then\n"
+        "                       its body 8 bytes at a time, MS apart (a\n"
+        "                       body of B bytes takes about B / 8 * MS)\n"
         "  FAKELLM:close        close the connection without replying\n"
         "  FAKELLM:echo         answer with the request seen, as JSON text\n"
         "\n"

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Builds ragline and runs every test: the cmocka unit tests (ctest), then
-# the integration tests (pytest, tests/integration/) against a real Kafka
-# broker, fakellm and the ragline binary.  Exits non-zero if anything
-# fails; a missing Java, Maven or broker is a failure, never a skip.
+# Builds ragline and runs every test: the cmocka unit tests (ctest), the
+# integration tests (pytest, tests/integration/) against a real Kafka
+# broker, fakellm and the ragline binary, then the short fault suite
+# (tests/faults/run.sh --quick, docs/reliability.md).  Exits non-zero if
+# anything fails; a missing Java, Maven or broker is a failure, never a
+# skip.
 #
 #   tests/run.sh                 everything
 #   tests/run.sh -k sigkill      pytest arguments select integration tests
+#                                (the fault suite still runs)
 #
 # Environment: RAGLINE_BUILD (build directory, default build),
 # RAGLINE_CMAKE_ARGS (extra cmake arguments, e.g. -DRAGLINE_SANITIZE=ON),
-# RAGLINE_CACHE (where the broker jars are kept, see deploy/kafka.sh).
-# Logs of the integration tests land in $RAGLINE_BUILD/it/ (docs/testing.md).
+# RAGLINE_CACHE (where the broker jars are kept, see deploy/kafka.sh),
+# RAGLINE_FAULTS=0 (leave the fault suite out, for a quick local run).
+# Logs of the integration tests land in $RAGLINE_BUILD/it/, those of the
+# fault suite in $RAGLINE_BUILD/faults/ (docs/testing.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -72,10 +77,19 @@ case $rc in
 5) failed+=("integration tests (none were collected)") ;;
 *) failed+=("integration tests") ;;
 esac
+# Their broker is not needed any more; on a small CI machine it would
+# only slow the fault suite down.
+stop_brokers
+
+if [ "${RAGLINE_FAULTS:-1}" != 0 ]; then
+    step "fault suite, short version (tests/faults/run.sh --quick)"
+    tests/faults/run.sh --quick || failed+=("fault suite")
+fi
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then
-    echo "tests/run.sh: FAILED: ${failed[*]} (logs: $IT_DIR)" >&2
+    echo "tests/run.sh: FAILED: ${failed[*]} (logs: $IT_DIR," \
+        "$BUILD/faults)" >&2
     exit 1
 fi
 echo "tests/run.sh: all tests passed"

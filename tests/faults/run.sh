@@ -4,8 +4,8 @@
 # tests/faults/run.py, which prints one table row per case and exits
 # non-zero if any expectation fails.
 #
-#   tests/faults/run.sh            every case (about 25 minutes)
-#   tests/faults/run.sh --quick    a short version for CI (under 8 minutes)
+#   tests/faults/run.sh            every case (about 14 minutes)
+#   tests/faults/run.sh --quick    the CI set, run by tests/run.sh (about 5 min)
 #   tests/faults/run.sh -k zombie  only the cases whose name has "zombie"
 #   tests/faults/run.sh --list     the cases, without running them
 #
