@@ -10,6 +10,7 @@
 #include "ragline/event.h"
 #include "ragline/arena.h"
 #include "ragline/json.h"
+#include "ragline/utf8.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -388,48 +389,6 @@ void rl_event_clear(rl_event_t *ev)
 
 /* ---- UTF-8 ---- */
 
-/*
- * @returns the length of the well-formed UTF-8 sequence at @p s, or, as
- * a negative number, the length of the maximal ill-formed subpart there
- * (at least 1): the bytes that one U+FFFD replaces, as Unicode
- * recommends and as Python's errors="replace" does.
- */
-static int utf8_sequence(const unsigned char *s, size_t len)
-{
-    unsigned char lo = 0x80, hi = 0xbf;
-    int need, i;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        need = 1;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef)
-        need = 2;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        need = 3;
-    else
-        return -1;
-
-    /* The second byte's range rules out overlongs, surrogates and code
-     * points above U+10FFFF. */
-    if (s[0] == 0xe0)
-        lo = 0xa0;
-    else if (s[0] == 0xed)
-        hi = 0x9f;
-    else if (s[0] == 0xf0)
-        lo = 0x90;
-    else if (s[0] == 0xf4)
-        hi = 0x8f;
-
-    for (i = 1; i <= need; i++) {
-        if ((size_t)i >= len || s[i] < lo || s[i] > hi)
-            return -i;
-        lo = 0x80;
-        hi = 0xbf;
-    }
-    return need + 1;
-}
-
 /* @returns the length of the longest valid UTF-8 prefix of @p s. */
 static size_t utf8_valid_prefix(const char *s, size_t len)
 {
@@ -437,7 +396,8 @@ static size_t utf8_valid_prefix(const char *s, size_t len)
     size_t i = 0;
 
     while (i < len) {
-        int n = utf8_sequence(u + i, len - i);
+        uint32_t cp;
+        int n = rl_utf8_decode(u + i, len - i, &cp);
 
         if (n < 0)
             break;
@@ -455,13 +415,14 @@ static void put_escaped(rl_buf_t *out, const char *s, size_t len)
 
     while (done < len) {
         size_t ok = utf8_valid_prefix(s + done, len - done);
+        uint32_t cp;
         int bad;
 
         rl_buf_json_escape(out, s + done, ok);
         done += ok;
         if (done == len)
             break;
-        bad = -utf8_sequence((const unsigned char *)s + done, len - done);
+        bad = -rl_utf8_decode((const unsigned char *)s + done, len - done, &cp);
         rl_buf_append(out, replacement, sizeof(replacement) - 1);
         done += (size_t)bad;
     }

@@ -10,6 +10,7 @@
  */
 #include "ragline/json.h"
 #include "ragline/buf.h"
+#include "ragline/utf8.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -106,43 +107,6 @@ static void skip_space(parser_t *ps)
     while (p < ps->end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
         p++;
     ps->p = p;
-}
-
-/*
- * @returns the length of the well-formed UTF-8 sequence at @p s (which
- * starts with a byte >= 0x80), or 0.  The second byte's range rules out
- * overlong forms, surrogates and code points past U+10FFFF.
- */
-static int utf8_length(const unsigned char *s, const unsigned char *end)
-{
-    unsigned char lo = 0x80, hi = 0xbf;
-    int need, i;
-
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        need = 1;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef)
-        need = 2;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        need = 3;
-    else
-        return 0;
-    if (end - s <= need)
-        return 0;
-    if (s[0] == 0xe0)
-        lo = 0xa0;
-    else if (s[0] == 0xed)
-        hi = 0x9f;
-    else if (s[0] == 0xf0)
-        lo = 0x90;
-    else if (s[0] == 0xf4)
-        hi = 0x8f;
-    for (i = 1; i <= need; i++) {
-        if (s[i] < lo || s[i] > hi)
-            return 0;
-        lo = 0x80;
-        hi = 0xbf;
-    }
-    return need + 1;
 }
 
 #define ONES  UINT64_C(0x0101010101010101)
@@ -346,8 +310,10 @@ static int scan_string(parser_t *ps, const char **out, size_t *out_len)
             /* Non-ASCII comes in runs (a word of Cyrillic or CJK): the
              * whole run is taken here. */
             do {
-                n = utf8_length(s, ps->end);
-                if (!n) {
+                uint32_t cp;
+
+                n = rl_utf8_decode(s, (size_t)(ps->end - s), &cp);
+                if (n < 0) {
                     fail_at(ps, s, 0, "invalid UTF-8 byte 0x%02x in a string",
                             *s);
                     return -1;

@@ -12,6 +12,7 @@
  * bytes that change are its backslashes and double quotes.
  */
 #include "ragline/repr.h"
+#include "ragline/utf8.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -73,51 +74,6 @@ int rl_unicode_isprintable(unsigned int cp)
         return (int)((bmp_printable[cp / 64] >> (cp % 64)) & 1);
     }
     return printable_in_table(cp);
-}
-
-/*
- * Decodes one UTF-8 sequence of at most @p avail bytes, rejecting what
- * Python's decoder rejects: overlong forms, surrogates, code points past
- * U+10FFFF and truncated sequences.
- * Returns its length (2..4), or 0 if it is invalid.
- */
-static size_t utf8_decode(const unsigned char *s, size_t avail, uint32_t *cp)
-{
-    unsigned char c = s[0];
-    unsigned char lo = 0x80, hi = 0xbf;
-    size_t n, i;
-    uint32_t v;
-
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        v = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        v = c & 0x0f;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong below U+0800 */
-        else if (c == 0xed)
-            hi = 0x9f; /* surrogates U+D800..U+DFFF */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        v = c & 0x07;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong below U+10000 */
-        else if (c == 0xf4)
-            hi = 0x8f; /* past U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (avail < n || s[1] < lo || s[1] > hi)
-        return 0;
-
-    for (i = 1; i < n; i++) {
-        if (i > 1 && (s[i] & 0xc0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[i] & 0x3f);
-    }
-    *cp = v;
-    return n;
 }
 
 /*
@@ -306,9 +262,11 @@ static int repr_str(rl_buf_t *out, const char *s, size_t len, int json)
         if (p[i] < 0x80) {
             cp = p[i];
         } else {
-            n = utf8_decode(p + i, len - i, &cp);
-            if (n == 0)
+            int got = rl_utf8_decode(p + i, len - i, &cp);
+
+            if (got < 0)
                 goto invalid;
+            n = (size_t)got;
             if (rl_unicode_isprintable(cp)) {
                 i += n;
                 continue;
