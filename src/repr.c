@@ -15,7 +15,6 @@
 #include "ragline/utf8.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,9 +49,9 @@ static int printable_in_table(unsigned int cp)
  * ranges: the text of most languages lives there, and a bit test is
  * much cheaper than a search of some 700 ranges. */
 static uint64_t bmp_printable[0x10000 / 64];
-static pthread_once_t bmp_once = PTHREAD_ONCE_INIT;
 
-static void bmp_build(void)
+/* Built before main() runs, so that lookups need no check. */
+__attribute__((constructor)) static void bmp_build(void)
 {
     size_t i;
 
@@ -69,10 +68,8 @@ int rl_unicode_isprintable(unsigned int cp)
 {
     if (cp < 0x80)
         return cp >= 0x20 && cp != 0x7f;
-    if (cp < 0x10000) {
-        pthread_once(&bmp_once, bmp_build);
+    if (cp < 0x10000)
         return (int)((bmp_printable[cp / 64] >> (cp % 64)) & 1);
-    }
     return printable_in_table(cp);
 }
 
@@ -262,15 +259,22 @@ static int repr_str(rl_buf_t *out, const char *s, size_t len, int json)
         if (p[i] < 0x80) {
             cp = p[i];
         } else {
-            int got = rl_utf8_decode(p + i, len - i, &cp);
+            int printable;
 
-            if (got < 0)
-                goto invalid;
-            n = (size_t)got;
-            if (rl_unicode_isprintable(cp)) {
-                i += n;
+            /* Non-ASCII comes in runs (a word of Cyrillic or CJK): the
+             * printable ones are skipped here, without a new scan. */
+            do {
+                int got = rl_utf8_decode(p + i, len - i, &cp);
+
+                if (got < 0)
+                    goto invalid;
+                n = (size_t)got;
+                printable = rl_unicode_isprintable(cp);
+                if (printable)
+                    i += n;
+            } while (printable && i < len && p[i] >= 0x80);
+            if (printable)
                 continue;
-            }
         }
         rl_buf_append(out, s + run, i - run);
         put_escape(out, cp, quote, json);
