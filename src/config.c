@@ -198,7 +198,8 @@ static const key_def_t keys[K_COUNT] = {
     [K_GROUP_ID] = STR("group.id", "ragline", "Kafka consumer group."),
     [K_INFLIGHT_BACKLOG_BYTES] =
         INT("inflight.backlog.bytes", "4194304", 1024, 1073741824,
-            "Bytes of taken events that may wait for a backend slot; "
+            "Bytes of taken events (value, key and 512 a piece) that may "
+            "wait for a backend slot; "
             "when full, input stops being read (paused after 1 s) until "
             "half is left."),
     [K_INFLIGHT_MAX] =

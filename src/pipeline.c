@@ -126,7 +126,7 @@ struct rl_pipeline_s {
     int active;  /**< jobs started: at most inflight.max */
     job_t *backlog_head, *backlog_tail; /**< taken, not started yet */
     int backlog;
-    size_t backlog_bytes; /**< message values of the backlog */
+    size_t backlog_bytes; /**< backlog_cost() of the backlog */
     rl_keyq_t *keyq;      /**< ordering keys with an event in progress */
     rl_buf_t keybuf;      /**< an ordering key being built */
 
@@ -286,6 +286,16 @@ static size_t backlog_max(const rl_pipeline_t *pl)
     return pl->settings->backlog_bytes;
 }
 
+/* What a waiting event costs besides its value: the job, librdkafka's
+ * message and key, counted so that tiny events cannot pile up by the
+ * hundred thousand inside the byte budget. */
+#define BACKLOG_EVENT_OVERHEAD 512
+
+static size_t backlog_cost(const job_t *job)
+{
+    return job->msg->len + job->msg->key_len + BACKLOG_EVENT_OVERHEAD;
+}
+
 static void backlog_push(rl_pipeline_t *pl, job_t *job)
 {
     if (pl->backlog_tail)
@@ -294,7 +304,7 @@ static void backlog_push(rl_pipeline_t *pl, job_t *job)
         pl->backlog_head = job;
     pl->backlog_tail = job;
     pl->backlog++;
-    pl->backlog_bytes += job->msg->len;
+    pl->backlog_bytes += backlog_cost(job);
     if (pl->backlog_bytes > pl->metrics.backlog_bytes_peak)
         pl->metrics.backlog_bytes_peak = pl->backlog_bytes;
 }
@@ -303,7 +313,7 @@ static void backlog_push(rl_pipeline_t *pl, job_t *job)
 static void backlog_taken(rl_pipeline_t *pl, const job_t *job)
 {
     pl->backlog--;
-    pl->backlog_bytes -= job->msg->len;
+    pl->backlog_bytes -= backlog_cost(job);
 }
 
 /* An open breaker holds input back only while it holds events back:
