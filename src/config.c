@@ -8,12 +8,12 @@
  * not in the table: librdkafka owns their names and checks them itself.
  */
 #include "ragline/config.h"
+#include "ragline/buf.h"
 #include "ragline/log.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -265,20 +265,6 @@ struct rl_config_s {
     rl_settings_t settings;
 };
 
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!errstr || !errstr_size)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 /* Wipes a secret before freeing it, so it does not linger in the heap. */
 static void free_secret(char *s)
 {
@@ -496,13 +482,13 @@ static int set_kafka(rl_config_t *conf, const char *name, const char *value,
                      char *errstr, size_t errstr_size)
 {
     if (!*name) {
-        set_err(errstr, errstr_size, "empty key after 'kafka.'");
+        rl_errstr(errstr, errstr_size, "empty key after 'kafka.'");
         return -1;
     }
     /* The consumer group is ragline's own setting: the worker decides
      * how it is used, and one name for it avoids two disagreeing. */
     if (strcmp(name, "group.id") == 0) {
-        set_err(errstr, errstr_size, "kafka.group.id: use group.id");
+        rl_errstr(errstr, errstr_size, "kafka.group.id: use group.id");
         return -1;
     }
     kafka_set(conf, name, value);
@@ -521,13 +507,13 @@ int rl_config_set(rl_config_t *conf, const char *key, const char *value,
 
     k = find_key(key);
     if (k < 0) {
-        set_err(errstr, errstr_size, "unknown key '%s'", key);
+        rl_errstr(errstr, errstr_size, "unknown key '%s'", key);
         return -1;
     }
     if (check_value(&keys[k], value) < 0) {
         describe_type(&keys[k], expected, sizeof(expected));
-        set_err(errstr, errstr_size, "%s: expected %s, got '%s'", key, expected,
-                value);
+        rl_errstr(errstr, errstr_size, "%s: expected %s, got '%s'", key,
+                  expected, value);
         return -1;
     }
     free(conf->value[k]);
@@ -611,21 +597,21 @@ static int load_line(rl_config_t *conf, char *text, int line, seen_keys_t *seen,
 
     eq = strchr(text, '=');
     if (!eq) {
-        set_err(errstr, errstr_size, "expected 'key = value'");
+        rl_errstr(errstr, errstr_size, "expected 'key = value'");
         return -1;
     }
     *eq = '\0';
     key = trim(text);
     value = trim(eq + 1);
     if (!*key) {
-        set_err(errstr, errstr_size, "missing key before '='");
+        rl_errstr(errstr, errstr_size, "missing key before '='");
         return -1;
     }
 
     first = seen_before(seen, key, line);
     if (first) {
-        set_err(errstr, errstr_size, "'%s' is already set on line %d", key,
-                first);
+        rl_errstr(errstr, errstr_size, "'%s' is already set on line %d", key,
+                  first);
         return -1;
     }
     return rl_config_set(conf, key, value, errstr, errstr_size);
@@ -643,20 +629,20 @@ int rl_config_load_file(rl_config_t *conf, const char *path, char *errstr,
 
     fp = fopen(path, "r");
     if (!fp) {
-        set_err(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        rl_errstr(errstr, errstr_size, "%s: %s", path, strerror(errno));
         return -1;
     }
 
     while (getline(&text, &cap, fp) >= 0) {
         line++;
         if (load_line(conf, text, line, &seen, reason, sizeof(reason)) < 0) {
-            set_err(errstr, errstr_size, "%s:%d: %s", path, line, reason);
+            rl_errstr(errstr, errstr_size, "%s:%d: %s", path, line, reason);
             rc = -1;
             break;
         }
     }
     if (rc == 0 && ferror(fp)) {
-        set_err(errstr, errstr_size, "%s: read error", path);
+        rl_errstr(errstr, errstr_size, "%s: read error", path);
         rc = -1;
     }
 
@@ -739,7 +725,8 @@ static int load_env_var(rl_config_t *conf, const char *var, rl_buf_t *key,
     }
     if (rl_config_set(conf, rl_buf_cstr(key), eq + 1, reason, sizeof(reason)) <
         0) {
-        set_err(errstr, errstr_size, "%.*s: %s", (int)(eq - var), var, reason);
+        rl_errstr(errstr, errstr_size, "%.*s: %s", (int)(eq - var), var,
+                  reason);
         return -1;
     }
     return 0;
@@ -784,14 +771,14 @@ static char *read_key_file(const char *path, char *errstr, size_t errstr_size)
 
     fp = fopen(path, "r");
     if (!fp) {
-        set_err(errstr, errstr_size, "backend.api.key.file: %s: %s", path,
-                strerror(errno));
+        rl_errstr(errstr, errstr_size, "backend.api.key.file: %s: %s", path,
+                  strerror(errno));
         return NULL;
     }
     n = fread(buf, 1, sizeof(buf), fp);
     if (ferror(fp) || n > API_KEY_FILE_MAX) {
-        set_err(errstr, errstr_size, "backend.api.key.file: %s: %s", path,
-                ferror(fp) ? "read error" : "larger than 16 KiB");
+        rl_errstr(errstr, errstr_size, "backend.api.key.file: %s: %s", path,
+                  ferror(fp) ? "read error" : "larger than 16 KiB");
         fclose(fp);
         explicit_bzero(buf, sizeof(buf));
         return NULL;
@@ -826,15 +813,15 @@ static int resolve_api_key(rl_config_t *conf, char *errstr, size_t errstr_size)
     free_secret(conf->api_key);
     conf->api_key = NULL;
     if (*env && *file) {
-        set_err(errstr, errstr_size,
-                "set backend.api.key.env or backend.api.key.file, not both");
+        rl_errstr(errstr, errstr_size,
+                  "set backend.api.key.env or backend.api.key.file, not both");
         return -1;
     }
     if (*env) {
         s = getenv(env);
         if (!s) {
-            set_err(errstr, errstr_size,
-                    "backend.api.key.env: variable %s is not set", env);
+            rl_errstr(errstr, errstr_size,
+                      "backend.api.key.env: variable %s is not set", env);
             return -1;
         }
         key = rl_xstrdup(s);
@@ -848,8 +835,9 @@ static int resolve_api_key(rl_config_t *conf, char *errstr, size_t errstr_size)
 
     /* The key goes into an HTTP header: a control byte would break it. */
     if (!*key || has_control(key)) {
-        set_err(errstr, errstr_size, "the API key in %s %s", *env ? env : file,
-                *key ? "contains a control character" : "is empty");
+        rl_errstr(errstr, errstr_size, "the API key in %s %s",
+                  *env ? env : file,
+                  *key ? "contains a control character" : "is empty");
         free_secret(key);
         return -1;
     }
@@ -939,16 +927,16 @@ static int check_topics(const rl_settings_t *s, char *errstr,
     else if (!*s->dlq_topic)
         name = "topic.dlq";
     if (name) {
-        set_err(errstr, errstr_size, "%s must not be empty", name);
+        rl_errstr(errstr, errstr_size, "%s must not be empty", name);
         return -1;
     }
 
     if (strcmp(s->input_topic, s->output_topic) == 0 ||
         strcmp(s->input_topic, s->dlq_topic) == 0 ||
         strcmp(s->input_topic, s->evidence_topic) == 0) {
-        set_err(errstr, errstr_size,
-                "topic.input '%s' is also used as another topic",
-                s->input_topic);
+        rl_errstr(errstr, errstr_size,
+                  "topic.input '%s' is also used as another topic",
+                  s->input_topic);
         return -1;
     }
     return 0;
@@ -981,9 +969,9 @@ const rl_settings_t *rl_config_validate(rl_config_t *conf, char *errstr,
     if (check_topics(s, errstr, errstr_size) < 0)
         return NULL;
     if (s->exactly_once && !*s->instance_id) {
-        set_err(errstr, errstr_size,
-                "delivery = exactly-once needs instance.id: a stable name, "
-                "unique in the group (the pod or host name)");
+        rl_errstr(errstr, errstr_size,
+                  "delivery = exactly-once needs instance.id: a stable name, "
+                  "unique in the group (the pod or host name)");
         return NULL;
     }
     if (resolve_api_key(conf, errstr, errstr_size) < 0)

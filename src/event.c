@@ -9,6 +9,7 @@
  */
 #include "ragline/event.h"
 #include "ragline/arena.h"
+#include "ragline/buf.h"
 #include "ragline/json.h"
 #include "ragline/utf8.h"
 
@@ -18,20 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!errstr || !errstr_size)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
 
 const char *rl_errclass_name(rl_errclass_t cls)
 {
@@ -105,8 +92,8 @@ static int type_error(const json_t *v, json_type want, char *errstr,
     va_start(ap, fmt);
     vsnprintf(path, sizeof(path), fmt, ap);
     va_end(ap);
-    set_err(errstr, errstr_size, "%s: expected %s, got %s", path,
-            type_wanted(want), type_name(v));
+    rl_errstr(errstr, errstr_size, "%s: expected %s, got %s", path,
+              type_wanted(want), type_name(v));
     return -1;
 }
 
@@ -139,9 +126,9 @@ static int member(const json_t *obj, size_t turn, const char *name,
         return type_error(*out, type, errstr, errstr_size, "history[%zu].%s",
                           turn, name);
     if (turn == TOP_LEVEL)
-        set_err(errstr, errstr_size, "%s: missing", name);
+        rl_errstr(errstr, errstr_size, "%s: missing", name);
     else
-        set_err(errstr, errstr_size, "history[%zu].%s: missing", turn, name);
+        rl_errstr(errstr, errstr_size, "history[%zu].%s: missing", turn, name);
     return -1;
 }
 
@@ -199,8 +186,8 @@ static int check_turn(const json_t *turn, size_t t, char *errstr,
         return -1;
     r = json_string_value(role);
     if (strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0) {
-        set_err(errstr, errstr_size,
-                "history[%zu].role: expected \"user\" or \"assistant\"", t);
+        rl_errstr(errstr, errstr_size,
+                  "history[%zu].role: expected \"user\" or \"assistant\"", t);
         return -1;
     }
     if (member(turn, t, "content", JSON_STRING, 1, &content, errstr,
@@ -227,9 +214,9 @@ static rl_errclass_t check_history(const json_t *history,
     size_t i;
 
     if (json_array_size(history) > limits->max_turns) {
-        set_err(errstr, errstr_size,
-                "history has %zu turns, more than limits.turns (%zu)",
-                json_array_size(history), limits->max_turns);
+        rl_errstr(errstr, errstr_size,
+                  "history has %zu turns, more than limits.turns (%zu)",
+                  json_array_size(history), limits->max_turns);
         return RL_ERR_LIMIT;
     }
     for (i = 0; i < json_array_size(history); i++) {
@@ -245,7 +232,7 @@ static int check_c_string(const json_t *s, const char *path, char *errstr,
 {
     if (strlen(json_string_value(s)) == json_string_length(s))
         return 0;
-    set_err(errstr, errstr_size, "%s: must not contain \\u0000", path);
+    rl_errstr(errstr, errstr_size, "%s: must not contain \\u0000", path);
     return -1;
 }
 
@@ -259,7 +246,7 @@ static int check_id(const json_t *root, const char **id, char *errstr,
     if (rc < 0)
         return -1;
     if (json_string_length(v) == 0) {
-        set_err(errstr, errstr_size, "id: must not be empty");
+        rl_errstr(errstr, errstr_size, "id: must not be empty");
         return -1;
     }
     *id = json_string_value(v);
@@ -334,13 +321,13 @@ rl_errclass_t rl_event_parse_in(rl_event_t *ev, rl_arena_t *arena,
 
     memset(ev, 0, sizeof(*ev));
     if (!value || !len) {
-        set_err(errstr, errstr_size, "the message value is empty");
+        rl_errstr(errstr, errstr_size, "the message value is empty");
         return RL_ERR_INVALID_JSON;
     }
     if (len > limits->event_bytes) {
-        set_err(errstr, errstr_size,
-                "event is %zu bytes, more than limits.event.bytes (%zu)", len,
-                limits->event_bytes);
+        rl_errstr(errstr, errstr_size,
+                  "event is %zu bytes, more than limits.event.bytes (%zu)", len,
+                  limits->event_bytes);
         return RL_ERR_LIMIT;
     }
     /* The tree lives as long as the event: one arena holds it all; a
@@ -360,12 +347,12 @@ rl_errclass_t rl_event_parse_in(rl_event_t *ev, rl_arena_t *arena,
         rl_arena_use(previous);
     if (!ev->root) {
         if (jerr.too_deep)
-            set_err(errstr, errstr_size,
-                    "event nests deeper than limits.depth (%d), at line %d "
-                    "column %d",
-                    limits->max_depth, jerr.line, jerr.column);
+            rl_errstr(errstr, errstr_size,
+                      "event nests deeper than limits.depth (%d), at line %d "
+                      "column %d",
+                      limits->max_depth, jerr.line, jerr.column);
         else
-            set_err(errstr, errstr_size, "%s", jerr.text);
+            rl_errstr(errstr, errstr_size, "%s", jerr.text);
         rl_event_clear(ev);
         return jerr.too_deep ? RL_ERR_LIMIT : RL_ERR_INVALID_JSON;
     }

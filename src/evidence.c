@@ -13,7 +13,6 @@
 #include "ragline/evidence.h"
 
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,20 +106,6 @@ static uint64_t siphash13(uint64_t k0, uint64_t k1, const void *data,
 }
 
 /* ---- the table ---- */
-
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!errstr || !errstr_size)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
 
 /* A random SipHash key; if the kernel cannot give one, the clock and an
  * address are a weak but still per-process fallback. */
@@ -286,17 +271,18 @@ static int render_value(rl_buf_t *block, const void *value, size_t value_len,
     root = rl_json_parse(value, value_len, JSON_PARSER_MAX_DEPTH,
                          RL_JSON_KEEP_LAST, &jerr);
     if (!root) {
-        set_err(errstr, errstr_size, "evidence value is not JSON: %s",
-                jerr.text);
+        rl_errstr(errstr, errstr_size, "evidence value is not JSON: %s",
+                  jerr.text);
         return -1;
     }
     results = json_object_get(root, "results");
     if (!json_is_array(results)) {
-        set_err(errstr, errstr_size, "evidence value has no \"results\" list");
+        rl_errstr(errstr, errstr_size,
+                  "evidence value has no \"results\" list");
         goto free_root;
     }
     if (rl_repr_json_escaped(block, results) < 0) {
-        set_err(errstr, errstr_size, "evidence results are not UTF-8");
+        rl_errstr(errstr, errstr_size, "evidence results are not UTF-8");
         goto free_root;
     }
     rc = 0;
