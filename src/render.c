@@ -8,8 +8,8 @@
  *
  * rl_render_escaped() writes the same prompt escaped for the inside of a
  * JSON string, the form a request body wants: repr() escapes in the
- * same pass, the evidence cache holds its text in that form already,
- * and the template's literal text is escaped as it is copied.
+ * same pass, and the evidence cache and the template hold their text in
+ * that form already.
  */
 #include "ragline/render.h"
 
@@ -66,15 +66,6 @@ static int repr_json(const render_ctx_t *ctx, const json_t *v)
 {
     return ctx->json ? rl_repr_json_escaped(ctx->out, v)
                      : rl_repr_json(ctx->out, v);
-}
-
-/* Literal text: the template's, and the newline between turns. */
-static void put_text(const render_ctx_t *ctx, const char *s, size_t len)
-{
-    if (ctx->json)
-        rl_buf_json_escape(ctx->out, s, len);
-    else
-        rl_buf_append(ctx->out, s, len);
 }
 
 /* Appends repr() of a dict {'role': ROLE, 'content': TEXT} up to, not
@@ -221,7 +212,8 @@ static int render_history(render_ctx_t *ctx, const json_t *history)
         return fail(ctx, "history: expected a list of turns");
     for (i = 0; i < json_array_size(history); i++) {
         if (i)
-            put_text(ctx, "\n", 1);
+            rl_buf_append(ctx->out, ctx->json ? "\\n" : "\n",
+                          ctx->json ? 2 : 1);
         if (render_turn(ctx, json_array_get(history, i), i) < 0)
             return -1;
     }
@@ -289,7 +281,10 @@ static int render(const rl_template_t *tpl, const rl_prompt_input_t *in,
         size_t off = out->len;
 
         if (slot < 0) {
-            put_text(&ctx, part->text, part->len);
+            if (json)
+                rl_buf_append(out, part->escaped, part->escaped_len);
+            else
+                rl_buf_append(out, part->text, part->len);
             continue;
         }
         if (slot < SLOT_COUNT && done[slot]) {

@@ -36,6 +36,15 @@ static void add_part(rl_template_t *tpl, const char *text, size_t len, int slot)
     part->text = text;
     part->len = len;
     part->slot = slot;
+    part->escaped = NULL;
+    part->escaped_len = 0;
+    if (slot < 0) {
+        /* Escaped once here rather than for every escaped render. */
+        rl_buf_t esc = RL_BUF_INIT;
+
+        rl_buf_json_escape(&esc, text, len);
+        part->escaped = rl_buf_steal(&esc, &part->escaped_len);
+    }
 }
 
 static int is_ident_start(char c)
@@ -206,8 +215,12 @@ close_file:
 
 void rl_template_destroy(rl_template_t *tpl)
 {
+    size_t i;
+
     if (!tpl)
         return;
+    for (i = 0; i < tpl->count; i++)
+        free((char *)tpl->parts[i].escaped);
     free(tpl->parts);
     free(tpl->text);
     free(tpl);

@@ -21,6 +21,8 @@ typedef struct rl_template_s rl_template_t;
 typedef struct rl_template_part_s {
     const char *text; /**< literal bytes, or the placeholder's name */
     size_t len;
+    const char *escaped; /**< literal text escaped for a JSON string */
+    size_t escaped_len;
     int slot; /**< -1 for literal text, else index into the names list */
 } rl_template_part_t;
 
