@@ -332,6 +332,13 @@ static void add_part(rd_kafka_topic_partition_list_t **list,
     rd_kafka_topic_partition_list_add(*list, pl->settings->input_topic, id);
 }
 
+/* @returns 1 while the consumer is to be left unread (see below). */
+static int input_stalled(const rl_pipeline_t *pl)
+{
+    return pl->stalled && pl->capped &&
+           rl_loop_now_ms(pl->loop) - pl->stalled_ms < STALL_MAX_MS;
+}
+
 /*
  * At the backlog budget, input first only stops being read: librdkafka
  * keeps what it prefetched and stops fetching when its queue is full,
@@ -343,21 +350,12 @@ static void add_part(rd_kafka_topic_partition_list_t **list,
  */
 static int stall_input(rl_pipeline_t *pl)
 {
-    int64_t now = rl_loop_now_ms(pl->loop);
-
     if (!pl->stalled) {
         pl->stalled = 1;
-        pl->stalled_ms = now;
+        pl->stalled_ms = rl_loop_now_ms(pl->loop);
         pl->metrics.stalls++;
     }
-    return now - pl->stalled_ms < STALL_MAX_MS;
-}
-
-/* @returns 1 while the consumer is not to be read (see stall_input()). */
-static int input_stalled(const rl_pipeline_t *pl)
-{
-    return pl->stalled && pl->capped &&
-           rl_loop_now_ms(pl->loop) - pl->stalled_ms < STALL_MAX_MS;
+    return input_stalled(pl);
 }
 
 /*
