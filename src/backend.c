@@ -50,12 +50,17 @@
 /* Spare calls kept on the free list beyond max_connections. */
 #define FREE_LIST_SLACK 16
 
+/* Connections a shard (one curl multi handle) may hold; see shard_t. */
+#define SHARD_CONNECTIONS 64
+
 typedef struct call_s call_t;
 typedef struct sock_s sock_t;
+typedef struct shard_s shard_t;
 
 struct call_s {
     rl_backend_t *backend;
-    CURL *easy; /**< NULL for the builtin backend */
+    shard_t *shard; /**< the multi handle running it; NULL when idle */
+    CURL *easy;     /**< NULL for the builtin backend */
     /* The request headers, as a list curl reads in place: nodes and
      * strings live in the call (or the backend), so a request makes no
      * allocation for them. */
@@ -78,7 +83,24 @@ struct call_s {
  * even if curl never says CURL_POLL_REMOVE. */
 struct sock_s {
     int fd;
+    shard_t *shard;
     sock_t *prev, *next;
+};
+
+/*
+ * One curl multi handle with its own pool of at most SHARD_CONNECTIONS
+ * connections.  curl 7.88 walks a multi's pool on every request, once
+ * to pick a connection and once more in curl_multi_remove_handle(), so
+ * a single pool of thousands made each request cost O(calls in flight):
+ * about a tenth of the worker's CPU at 1,024 in flight.  A call goes to
+ * the shard with the fewest in flight, which keeps every walk short and,
+ * when few calls are in flight, reuses the first shard's connections.
+ */
+struct shard_s {
+    rl_backend_t *backend;
+    CURLM *multi;
+    rl_timer_t timer; /**< curl's single timeout for this multi */
+    int inflight;
 };
 
 struct rl_backend_s {
@@ -95,8 +117,8 @@ struct rl_backend_s {
     int max_connections;
     size_t max_reply_bytes;
 
-    CURLM *multi;
-    rl_timer_t curl_timer; /**< curl's single timeout */
+    shard_t *shards;
+    int nshards;
     sock_t *socks;
 
     call_t *active;                      /**< HTTP calls in curl's hands */
@@ -507,11 +529,11 @@ static int check_conf(const rl_backend_conf_t *conf, char *errstr,
  * The curl <-> rl_loop glue
  */
 
-static void drain_finished(rl_backend_t *be);
+static void drain_finished(shard_t *shard);
 
 static void on_socket_ready(rl_loop_t *loop, int fd, int events, void *opaque)
 {
-    rl_backend_t *be = opaque;
+    shard_t *shard = opaque;
     int flags = 0, running;
 
     if (events & RL_IO_READ)
@@ -520,18 +542,18 @@ static void on_socket_ready(rl_loop_t *loop, int fd, int events, void *opaque)
         flags |= CURL_CSELECT_OUT;
     if (events & RL_IO_ERROR)
         flags |= CURL_CSELECT_ERR;
-    curl_multi_socket_action(be->multi, fd, flags, &running);
-    drain_finished(be);
+    curl_multi_socket_action(shard->multi, fd, flags, &running);
+    drain_finished(shard);
 }
 
 static void on_curl_timer_expired(rl_loop_t *loop, rl_timer_t *timer,
                                   void *opaque)
 {
-    rl_backend_t *be = opaque;
+    shard_t *shard = opaque;
     int running;
 
-    curl_multi_socket_action(be->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    drain_finished(be);
+    curl_multi_socket_action(shard->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    drain_finished(shard);
 }
 
 static void sock_forget(rl_backend_t *be, sock_t *sock)
@@ -549,7 +571,8 @@ static void sock_forget(rl_backend_t *be, sock_t *sock)
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
                           void *socketp)
 {
-    rl_backend_t *be = userp;
+    shard_t *shard = userp;
+    rl_backend_t *be = shard->backend;
     sock_t *sock = socketp;
     int events = 0;
 
@@ -563,17 +586,18 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
     if (!sock) {
         sock = rl_xcalloc(1, sizeof(*sock));
         sock->fd = fd;
+        sock->shard = shard;
         sock->next = be->socks;
         if (be->socks)
             be->socks->prev = sock;
         be->socks = sock;
-        curl_multi_assign(be->multi, fd, sock);
+        curl_multi_assign(shard->multi, fd, sock);
     }
     if (what & CURL_POLL_IN)
         events |= RL_IO_READ;
     if (what & CURL_POLL_OUT)
         events |= RL_IO_WRITE;
-    if (rl_loop_io_add(be->loop, fd, events, on_socket_ready, be) < 0) {
+    if (rl_loop_io_add(be->loop, fd, events, on_socket_ready, shard) < 0) {
         rl_warn(TAG, "cannot watch socket %d: %s", (int)fd, strerror(errno));
         return -1;
     }
@@ -585,30 +609,56 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
  * this callback. */
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 {
-    rl_backend_t *be = userp;
+    shard_t *shard = userp;
+    rl_loop_t *loop = shard->backend->loop;
 
     if (timeout_ms < 0)
-        rl_timer_stop(be->loop, &be->curl_timer);
+        rl_timer_stop(loop, &shard->timer);
     else
-        rl_timer_start(be->loop, &be->curl_timer, timeout_ms);
+        rl_timer_start(loop, &shard->timer, timeout_ms);
     return 0;
 }
 
-static int setup_multi(rl_backend_t *be)
+/* max_connections split into shards of at most SHARD_CONNECTIONS; the
+ * shards together hold exactly max_connections. */
+static int setup_shards(rl_backend_t *be)
 {
-    long max = be->max_connections;
+    int n = (be->max_connections + SHARD_CONNECTIONS - 1) / SHARD_CONNECTIONS;
+    int i;
 
-    be->multi = curl_multi_init();
-    if (!be->multi)
-        return -1;
-    curl_multi_setopt(be->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    curl_multi_setopt(be->multi, CURLMOPT_SOCKETDATA, be);
-    curl_multi_setopt(be->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(be->multi, CURLMOPT_TIMERDATA, be);
-    curl_multi_setopt(be->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max);
-    curl_multi_setopt(be->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max);
-    curl_multi_setopt(be->multi, CURLMOPT_MAXCONNECTS, max);
+    be->shards = rl_xcalloc((size_t)n, sizeof(*be->shards));
+    for (i = 0; i < n; i++) {
+        shard_t *shard = &be->shards[i];
+        long max = be->max_connections / n + (i < be->max_connections % n);
+
+        shard->backend = be;
+        rl_timer_init(&shard->timer, on_curl_timer_expired, shard);
+        shard->multi = curl_multi_init();
+        if (!shard->multi)
+            return -1;
+        be->nshards++;
+        curl_multi_setopt(shard->multi, CURLMOPT_SOCKETFUNCTION,
+                          on_curl_socket);
+        curl_multi_setopt(shard->multi, CURLMOPT_SOCKETDATA, shard);
+        curl_multi_setopt(shard->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+        curl_multi_setopt(shard->multi, CURLMOPT_TIMERDATA, shard);
+        curl_multi_setopt(shard->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max);
+        curl_multi_setopt(shard->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max);
+        curl_multi_setopt(shard->multi, CURLMOPT_MAXCONNECTS, max);
+    }
     return 0;
+}
+
+/* The shard with the fewest calls in flight; the first of equals. */
+static shard_t *pick_shard(rl_backend_t *be)
+{
+    shard_t *best = &be->shards[0];
+    int i;
+
+    for (i = 1; i < be->nshards && best->inflight > 0; i++)
+        if (be->shards[i].inflight < best->inflight)
+            best = &be->shards[i];
+    return best;
 }
 
 /*
@@ -812,7 +862,12 @@ static int prepare_http(rl_backend_t *be, call_t *call,
                         const rl_backend_req_t *req)
 {
     rl_buf_reset(&call->body);
-    if (req->prompt_escaped) {
+    if (req->body) {
+        rl_buf_t mine = call->body;
+
+        call->body = *req->body;
+        *req->body = mine;
+    } else if (req->prompt_escaped) {
         /* One exact allocation, not a doubling one. */
         rl_buf_reserve(&call->body, be->body_prefix.len + req->prompt_len +
                                         be->body_suffix.len);
@@ -838,6 +893,12 @@ static int prepare_http(rl_backend_t *be, call_t *call,
     return 0;
 }
 
+void rl_backend_body_start(const rl_backend_t *be, rl_buf_t *body)
+{
+    rl_buf_reset(body);
+    rl_buf_append(body, be->body_prefix.data, be->body_prefix.len);
+}
+
 static void on_pending_timer(rl_loop_t *loop, rl_timer_t *timer, void *opaque);
 
 int rl_backend_submit(rl_backend_t *be, const rl_backend_req_t *req,
@@ -856,6 +917,8 @@ int rl_backend_submit(rl_backend_t *be, const rl_backend_req_t *req,
     call->start_us = rl_now_us();
 
     if (be->api == RL_API_BUILTIN) {
+        if (req->body)
+            rl_buf_reset(req->body);
         rl_buf_reset(&call->reply);
         if (req->recommended)
             rl_buf_append(&call->reply, req->recommended, req->recommended_len);
@@ -871,12 +934,15 @@ int rl_backend_submit(rl_backend_t *be, const rl_backend_req_t *req,
         return 0;
     }
 
+    call->shard = pick_shard(be);
     if (prepare_http(be, call, req) < 0 ||
-        curl_multi_add_handle(be->multi, call->easy) != CURLM_OK) {
+        curl_multi_add_handle(call->shard->multi, call->easy) != CURLM_OK) {
+        call->shard = NULL;
         call_release(be, call);
         return -1;
     }
     active_link(be, call);
+    call->shard->inflight++;
     be->inflight++;
     return 0;
 }
@@ -948,7 +1014,9 @@ static void finish_http(rl_backend_t *be, call_t *call, CURLcode code)
                              : "failed",
              res.http_status, res.elapsed_ms);
 
-    curl_multi_remove_handle(be->multi, call->easy);
+    curl_multi_remove_handle(call->shard->multi, call->easy);
+    call->shard->inflight--;
+    call->shard = NULL;
     active_unlink(be, call);
     be->inflight--;
     call->cb(call->opaque, &res);
@@ -960,14 +1028,15 @@ static void finish_http(rl_backend_t *be, call_t *call, CURLcode code)
 /* Runs the callbacks of every transfer curl reports finished.  A
  * callback may submit again: that only adds handles, which is safe
  * while messages are being read. */
-static void drain_finished(rl_backend_t *be)
+static void drain_finished(shard_t *shard)
 {
+    rl_backend_t *be = shard->backend;
     CURLMsg *msg;
     int left;
     char *priv;
 
     for (;;) {
-        msg = curl_multi_info_read(be->multi, &left);
+        msg = curl_multi_info_read(shard->multi, &left);
         if (!msg)
             break;
         if (msg->msg != CURLMSG_DONE)
@@ -1030,7 +1099,6 @@ rl_backend_t *rl_backend_new(rl_loop_t *loop, const rl_backend_conf_t *conf,
     be->timeout_ms = conf->timeout_ms;
     be->max_connections = conf->max_connections > 0 ? conf->max_connections : 1;
     be->max_reply_bytes = conf->max_reply_bytes;
-    rl_timer_init(&be->curl_timer, on_curl_timer_expired, be);
     rl_timer_init(&be->pending_timer, on_pending_timer, be);
     if (be->api == RL_API_BUILTIN)
         return be;
@@ -1038,7 +1106,7 @@ rl_backend_t *rl_backend_new(rl_loop_t *loop, const rl_backend_conf_t *conf,
     pthread_once(&curl_once, global_init_once);
     if (build_url(be, conf->url, errstr, errstr_size) < 0)
         goto fail;
-    if (setup_multi(be) < 0) {
+    if (setup_shards(be) < 0) {
         snprintf(errstr, errstr_size, "curl_multi_init failed");
         goto fail;
     }
@@ -1092,6 +1160,7 @@ static void free_chain(call_t *call)
 void rl_backend_destroy(rl_backend_t *be)
 {
     call_t *call;
+    int i;
 
     if (!be)
         return;
@@ -1100,13 +1169,16 @@ void rl_backend_destroy(rl_backend_t *be)
     while (be->active) {
         call = be->active;
         active_unlink(be, call);
-        curl_multi_remove_handle(be->multi, call->easy);
+        curl_multi_remove_handle(call->shard->multi, call->easy);
         call_free(call);
     }
     free_chain(be->pending_head);
     free_chain(be->free_calls);
-    if (be->multi)
-        curl_multi_cleanup(be->multi);
+    for (i = 0; i < be->nshards; i++) {
+        curl_multi_cleanup(be->shards[i].multi);
+        rl_timer_stop(be->loop, &be->shards[i].timer);
+    }
+    free(be->shards);
 
     /* Sockets curl did not hand back; the loop must not keep calling
      * into a freed backend. */
@@ -1114,7 +1186,6 @@ void rl_backend_destroy(rl_backend_t *be)
         rl_loop_io_del(be->loop, be->socks->fd);
         sock_forget(be, be->socks);
     }
-    rl_timer_stop(be->loop, &be->curl_timer);
     rl_timer_stop(be->loop, &be->pending_timer);
 
     if (be->auth_header) {

@@ -434,12 +434,51 @@ static void put_cstring(rl_buf_t *out, const char *s)
     put_string(out, s, s ? strlen(s) : 0);
 }
 
+/* Appends @p v in decimal: printf was a fifth of an answer's cost. */
+static void put_int(rl_buf_t *out, long long v)
+{
+    char tmp[24];
+    char *p = tmp + sizeof(tmp);
+    unsigned long long u =
+        v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    rl_buf_append(out, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
+/* "name":ms rounded to the nearest thousandth, with three decimals. */
 static void put_ms(rl_buf_t *out, const char *name, double ms)
 {
-    if (isfinite(ms))
-        rl_buf_printf(out, "\"%s\":%.3f", name, ms);
-    else
-        rl_buf_printf(out, "\"%s\":null", name);
+    long long thousandths;
+    char frac[4];
+
+    rl_buf_putc(out, '"');
+    rl_buf_puts(out, name);
+    rl_buf_puts(out, "\":");
+    if (!isfinite(ms)) {
+        rl_buf_puts(out, "null");
+        return;
+    }
+    if (fabs(ms) >= 1e15) {
+        rl_buf_printf(out, "%.3f", ms);
+        return;
+    }
+    thousandths = llround(ms * 1000.0);
+    if (thousandths < 0) {
+        rl_buf_putc(out, '-');
+        thousandths = -thousandths;
+    }
+    put_int(out, thousandths / 1000);
+    frac[0] = '.';
+    frac[1] = (char)('0' + thousandths / 100 % 10);
+    frac[2] = (char)('0' + thousandths / 10 % 10);
+    frac[3] = (char)('0' + thousandths % 10);
+    rl_buf_append(out, frac, sizeof(frac));
 }
 
 /* The usage object holds only the counts the backend reported. */
@@ -458,7 +497,11 @@ static void put_usage(rl_buf_t *out, const rl_answer_t *a)
     for (i = 0; i < 3; i++) {
         if (counts[i] < 0)
             continue;
-        rl_buf_printf(out, "%s\"%s\":%lld", sep, names[i], counts[i]);
+        rl_buf_puts(out, sep);
+        rl_buf_putc(out, '"');
+        rl_buf_puts(out, names[i]);
+        rl_buf_puts(out, "\":");
+        put_int(out, counts[i]);
         sep = ",";
     }
     rl_buf_putc(out, '}');

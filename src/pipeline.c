@@ -146,7 +146,8 @@ struct rl_pipeline_s {
     int revoking_cooperative;
     rl_timer_t revoke_deadline;
     rl_metrics_t metrics;
-    rl_buf_t scratch;  /**< prompt and answer rendering, reused */
+    rl_buf_t scratch;  /**< answer rendering, reused */
+    rl_buf_t body;     /**< a request body being rendered; see send_attempt */
     rl_arena_t *arena; /**< the event being attempted is parsed into it */
     int arena_busy;
 
@@ -893,18 +894,16 @@ static void send_attempt(job_t *job, const rl_event_t *ev)
     json_array_clear(job->stats.missing_list);
     job->stats.queries = job->stats.found = job->stats.missing = 0;
     job->stats.inline_turns = 0;
-    rl_buf_reset(&pl->scratch);
-    /* Rendered escaped: the backend copies it into the body as it is. */
-    if (rl_render_escaped(pl->tpl, &ev->prompt, pl->cache, &pl->scratch,
+    /* Rendered escaped, straight into the request body. */
+    rl_backend_body_start(pl->backend, &pl->body);
+    if (rl_render_escaped(pl->tpl, &ev->prompt, pl->cache, &pl->body,
                           &job->stats, why, sizeof(why)) < 0) {
         dead_letter(job, RL_ERR_RENDER, why);
         return;
     }
 
     memset(&req, 0, sizeof(req));
-    req.prompt = pl->scratch.data;
-    req.prompt_len = pl->scratch.len;
-    req.prompt_escaped = 1;
+    req.body = &pl->body;
     req.recommended = ev->prompt.recommended;
     req.recommended_len = ev->prompt.recommended_len;
     req.request_id = job->id;
@@ -2186,5 +2185,6 @@ void rl_pipeline_destroy(rl_pipeline_t *pl)
     rl_arena_destroy(pl->arena);
     rl_buf_free(&pl->keybuf);
     rl_buf_free(&pl->scratch);
+    rl_buf_free(&pl->body);
     free(pl);
 }

@@ -778,6 +778,51 @@ static void test_escaped_prompt_goes_in_as_is(void **state)
     close_backend(h);
 }
 
+/* A body begun by rl_backend_body_start() goes out without a copy, and
+ * the caller's buffer comes back empty, ready for the next one. */
+static void test_body_rendered_in_place(void **state)
+{
+    harness_t *h = *state;
+    rl_backend_conf_t conf = base_conf(RL_API_COMPLETIONS, h->srv->base);
+    rl_buf_t body = RL_BUF_INIT;
+    rl_backend_req_t req;
+    outcome_t o;
+    json_t *seen, *sent;
+    int round;
+
+    open_backend(h, &conf);
+    for (round = 0; round < 2; round++) {
+        rl_backend_body_start(h->backend, &body);
+        assert_true(body.len > 0);
+        rl_buf_puts(&body, round ? "second \\\\ FAKELLM:echo"
+                                 : "first \\\"one\\\" FAKELLM:echo");
+        memset(&req, 0, sizeof(req));
+        memset(&o, 0, sizeof(o));
+        req.body = &body;
+        req.request_id = "in-place";
+        assert_int_equal(rl_backend_submit(h->backend, &req, on_done, &o), 0);
+        assert_int_equal((int)body.len, 0);
+        run_until(h, h->finished + 1, 15000);
+        if (!o.ok)
+            fail_msg("echo call failed: %s", o.error);
+        seen = json_loads(o.text, 0, NULL);
+        assert_non_null(seen);
+        sent = json_loads(json_string_value(json_object_get(seen, "body")), 0,
+                          NULL);
+        assert_non_null(sent);
+        assert_string_equal(json_string_value(json_object_get(sent, "prompt")),
+                            round ? "second \\ FAKELLM:echo"
+                                  : "first \"one\" FAKELLM:echo");
+        assert_string_equal(json_string_value(json_object_get(sent, "model")),
+                            "test-model");
+        json_decref(sent);
+        json_decref(seen);
+        outcome_free(&o);
+    }
+    rl_buf_free(&body);
+    close_backend(h);
+}
+
 static void test_url_forms(void **state)
 {
     static const char *const suffixes[] = {"", "/", "/v1", "/v1/", "//"};
@@ -1072,6 +1117,43 @@ static void test_connections_are_reused(void **state)
     server_stop(&fresh);
 }
 
+/* A pool larger than one curl multi handle holds is split into shards;
+ * together they keep to max_connections, and every call completes. */
+static void test_sharded_pool_keeps_the_cap(void **state)
+{
+    enum { CAP = 130, CALLS = 300 };
+    harness_t *h = *state;
+    server_t fresh;
+    rl_backend_conf_t conf;
+    outcome_t *o = rl_xcalloc(CALLS, sizeof(*o));
+    char id[32];
+    json_t *stats;
+    int i;
+
+    server_start(&fresh, NULL);
+    conf = base_conf(RL_API_CHAT, fresh.base);
+    conf.max_connections = CAP;
+    open_backend(h, &conf);
+    for (i = 0; i < CALLS; i++) {
+        snprintf(id, sizeof(id), "s-%d", i);
+        submit(h, id, "FAKELLM:sleep=100", &o[i]);
+    }
+    run_until(h, CALLS, 30000);
+    for (i = 0; i < CALLS; i++) {
+        assert_int_equal(o[i].ok, 1);
+        outcome_free(&o[i]);
+    }
+    stats = server_stats(&fresh);
+    /* the server held close to the cap at once, never more (plus the
+     * stats request's own connection) */
+    assert_true(stat_int(stats, "max_inflight") >= CAP * 3 / 4);
+    assert_true(stat_int(stats, "max_connections") <= CAP + 1);
+    json_decref(stats);
+    close_backend(h);
+    server_stop(&fresh);
+    free(o);
+}
+
 static void test_builtin_backend(void **state)
 {
     harness_t *h = *state;
@@ -1177,6 +1259,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_chat_request_shape, reset_counts),
         cmocka_unit_test_setup(test_completions_request_shape, reset_counts),
         cmocka_unit_test_setup(test_escaped_prompt_goes_in_as_is, reset_counts),
+        cmocka_unit_test_setup(test_body_rendered_in_place, reset_counts),
         cmocka_unit_test_setup(test_url_forms, reset_counts),
         cmocka_unit_test_setup(test_concurrent_out_of_order, reset_counts),
         cmocka_unit_test_setup(test_timeout_is_retriable, reset_counts),
@@ -1186,6 +1269,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_retry_after_hint, reset_counts),
         cmocka_unit_test_setup(test_huge_reply_is_permanent, reset_counts),
         cmocka_unit_test_setup(test_connections_are_reused, reset_counts),
+        cmocka_unit_test_setup(test_sharded_pool_keeps_the_cap, reset_counts),
         cmocka_unit_test_setup(test_builtin_backend, reset_counts),
         cmocka_unit_test_setup(test_destroy_with_calls_in_flight, reset_counts),
         cmocka_unit_test_setup(test_new_rejects_bad_conf, reset_counts),

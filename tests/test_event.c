@@ -1,6 +1,7 @@
 /*
  * Tests of query event parsing and answer event writing.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -428,6 +429,47 @@ static json_t *write_and_load(const rl_answer_t *a, rl_buf_t *out)
     return root;
 }
 
+/* Latencies print with three decimals, rounded, whatever the value. */
+static void test_answer_latency_digits(void **state)
+{
+    static const struct {
+        double ms;
+        const char *text;
+    } cases[] = {
+        {0, "\"queued\":0.000,"},
+        {0.0004, "\"queued\":0.000,"},
+        {0.0006, "\"queued\":0.001,"},
+        {-0.0004, "\"queued\":0.000,"},
+        {12.3456, "\"queued\":12.346,"},
+        {999.9996, "\"queued\":1000.000,"},
+        {-2.5, "\"queued\":-2.500,"},
+        {86400000.125, "\"queued\":86400000.125,"},
+        {1e16, "\"queued\":10000000000000000.000,"},
+    };
+    rl_render_stats_t stats = {0, 0, 0, 0, json_array()};
+    rl_buf_t out = RL_BUF_INIT;
+    rl_answer_t a = sample_answer(&stats);
+    size_t i;
+    json_t *root;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        a.queued_ms = cases[i].ms;
+        root = write_and_load(&a, &out);
+        if (!strstr(out.data, cases[i].text))
+            fail_msg("%g: wanted %s in %s", cases[i].ms, cases[i].text,
+                     out.data);
+        json_decref(root);
+    }
+    a.queued_ms = NAN;
+    root = write_and_load(&a, &out);
+    assert_true(json_is_null(
+        json_object_get(json_object_get(root, "latency_ms"), "queued")));
+    json_decref(root);
+    json_decref(stats.missing_list);
+    rl_buf_free(&out);
+    (void)state;
+}
+
 static void test_answer_round_trip(void **state)
 {
     rl_render_stats_t stats = {3, 1, 2, 1, json_array()};
@@ -592,6 +634,7 @@ int main(void)
         cmocka_unit_test(test_peek_id),
         cmocka_unit_test(test_errclass_names),
         cmocka_unit_test(test_answer_round_trip),
+        cmocka_unit_test(test_answer_latency_digits),
         cmocka_unit_test(test_answer_optional_fields),
         cmocka_unit_test(test_answer_invalid_utf8),
     };

@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "ragline/buf.h"
 #include "ragline/loop.h"
 
 typedef enum {
@@ -64,8 +65,13 @@ typedef void(rl_backend_done_cb)(void *opaque,
 typedef struct rl_backend_req_s {
     const char *prompt;
     size_t prompt_len;
-    int prompt_escaped;      /**< @c prompt is escaped for the inside of a JSON
-                                  string already (rl_render_escaped()) */
+    int prompt_escaped; /**< @c prompt is escaped for the inside of a JSON
+                             string already (rl_render_escaped()) */
+    /** Instead of @c prompt: a buffer that rl_backend_body_start() began
+     *  and the caller then appended the escaped prompt to.  The call
+     *  takes its bytes without copying them and leaves @c body empty,
+     *  holding a buffer of the call's in exchange. */
+    rl_buf_t *body;
     const char *recommended; /**< what the builtin backend answers */
     size_t recommended_len;
     const char *request_id; /**< event id, for logs and X-Request-Id */
@@ -79,6 +85,14 @@ typedef struct rl_backend_s rl_backend_t;
  */
 rl_backend_t *rl_backend_new(rl_loop_t *loop, const rl_backend_conf_t *conf,
                              char *errstr, size_t errstr_size);
+
+/**
+ * @brief Begins a request body in @p body (reset first): what goes before
+ *        the escaped prompt, which the caller appends before passing
+ *        @p body as rl_backend_req_t.body.  Rendering straight into the
+ *        body saves copying each prompt.
+ */
+void rl_backend_body_start(const rl_backend_t *backend, rl_buf_t *body);
 
 /**
  * @brief Starts one call.  @p req is copied; @p cb runs exactly once,
