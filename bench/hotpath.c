@@ -113,7 +113,7 @@ int main(int argc, char **argv)
     rl_evcache_t *cache;
     rl_arena_t *arena;
     line_t *events;
-    size_t nevents, i, bytes = 0;
+    size_t nevents, i, bytes = 0, prompt_bytes = 0;
     int rounds = argc > 3 ? atoi(argv[3]) : 20, r, s;
     double *per[STEP_COUNT];
     rl_buf_t body = RL_BUF_INIT, answer = RL_BUF_INIT;
@@ -164,6 +164,8 @@ int main(int argc, char **argv)
                 return 1;
             }
             t2 = now_ns();
+            if (r == 0)
+                prompt_bytes += body.len;
             memset(&a, 0, sizeof(a));
             a.id = ev.id;
             a.conversation_id = ev.conversation_id;
@@ -190,9 +192,10 @@ int main(int argc, char **argv)
             per[s][r] = t[s] / (double)nevents / 1000.0;
     }
 
-    printf("hotpath: %zu events, %.1f KB mean, %d rounds; median us per "
-           "event\n",
-           nevents, (double)bytes / (double)nevents / 1024.0, rounds);
+    printf("hotpath: %zu events, %.1f KB mean (escaped prompt %.1f KB), "
+           "%d rounds; median us per event\n",
+           nevents, (double)bytes / (double)nevents / 1024.0,
+           (double)prompt_bytes / (double)nevents / 1024.0, rounds);
     for (s = 0; s < STEP_COUNT; s++) {
         double median;
 

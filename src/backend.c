@@ -13,6 +13,7 @@
  * prefix, the escaped prompt and the configured suffix: both fixed
  * parts are built once in rl_backend_new().
  */
+#include "ragline/arena.h"
 #include "ragline/backend.h"
 #include "ragline/buf.h"
 #include "ragline/json.h"
@@ -119,6 +120,7 @@ struct rl_backend_s {
 
     shard_t *shards;
     int nshards;
+    rl_arena_t *arena; /**< holds the reply being handed to a callback */
     sock_t *socks;
 
     call_t *active;                      /**< HTTP calls in curl's hands */
@@ -735,9 +737,10 @@ static int setup_easy(rl_backend_t *be, call_t *call)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
     curl_easy_setopt(e, CURLOPT_PRIVATE, call);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
-    /* Replies are small; curl's default 16 KB a handle adds up over a
-     * pool of thousands. */
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 8192L);
+    /* Replies are small (an answer of a few hundred tokens fits in one
+     * or two reads); curl's default 16 KB a transfer came to 16 MB at
+     * 1,024 in flight, 4 KB to 4 MB. */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
     call->easy = e;
     return 0;
 }
@@ -999,9 +1002,14 @@ static void finish_http(rl_backend_t *be, call_t *call, CURLcode code)
     long status = 0;
 
     if (code == CURLE_OK) {
+        /* The reply's tree lives only as long as the callback: it goes
+         * in an arena (when jansson's hooks are ragline's). */
+        rl_arena_t *previous = rl_arena_use(be->arena);
+
         curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
         parse_reply(be->api, (int)status, call->reply.data, call->reply.len,
                     be->url_shown, &res, &scratch);
+        rl_arena_use(previous);
     } else {
         transport_failure(be, call, code, &res, line, sizeof(line));
     }
@@ -1022,6 +1030,7 @@ static void finish_http(rl_backend_t *be, call_t *call, CURLcode code)
     call->cb(call->opaque, &res);
 
     json_decref(scratch);
+    rl_arena_reset(be->arena);
     call_release(be, call);
 }
 
@@ -1106,6 +1115,7 @@ rl_backend_t *rl_backend_new(rl_loop_t *loop, const rl_backend_conf_t *conf,
     pthread_once(&curl_once, global_init_once);
     if (build_url(be, conf->url, errstr, errstr_size) < 0)
         goto fail;
+    be->arena = rl_arena_new(16 * 1024);
     if (setup_shards(be) < 0) {
         snprintf(errstr, errstr_size, "curl_multi_init failed");
         goto fail;
@@ -1179,6 +1189,7 @@ void rl_backend_destroy(rl_backend_t *be)
         rl_timer_stop(be->loop, &be->shards[i].timer);
     }
     free(be->shards);
+    rl_arena_destroy(be->arena);
 
     /* Sockets curl did not hand back; the loop must not keep calling
      * into a freed backend. */
