@@ -84,7 +84,6 @@ struct call_s {
  * even if curl never says CURL_POLL_REMOVE. */
 struct sock_s {
     int fd;
-    shard_t *shard;
     sock_t *prev, *next;
 };
 
@@ -588,7 +587,6 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
     if (!sock) {
         sock = rl_xcalloc(1, sizeof(*sock));
         sock->fd = fd;
-        sock->shard = shard;
         sock->next = be->socks;
         if (be->socks)
             be->socks->prev = sock;
@@ -861,23 +859,23 @@ static void set_headers(rl_backend_t *be, call_t *call)
         h[i].next = i + 1 < n ? &h[i + 1] : NULL;
 }
 
+void rl_backend_body_start(const rl_backend_t *be, rl_buf_t *body)
+{
+    rl_buf_reset(body);
+    rl_buf_append(body, be->body_prefix.data, be->body_prefix.len);
+}
+
 static int prepare_http(rl_backend_t *be, call_t *call,
                         const rl_backend_req_t *req)
 {
-    rl_buf_reset(&call->body);
     if (req->body) {
         rl_buf_t mine = call->body;
 
+        rl_buf_reset(&mine);
         call->body = *req->body;
         *req->body = mine;
-    } else if (req->prompt_escaped) {
-        /* One exact allocation, not a doubling one. */
-        rl_buf_reserve(&call->body, be->body_prefix.len + req->prompt_len +
-                                        be->body_suffix.len);
-        rl_buf_append(&call->body, be->body_prefix.data, be->body_prefix.len);
-        rl_buf_append(&call->body, req->prompt, req->prompt_len);
     } else {
-        rl_buf_append(&call->body, be->body_prefix.data, be->body_prefix.len);
+        rl_backend_body_start(be, &call->body);
         rl_buf_json_escape(&call->body, req->prompt ? req->prompt : "",
                            req->prompt ? req->prompt_len : 0);
     }
@@ -894,12 +892,6 @@ static int prepare_http(rl_backend_t *be, call_t *call,
     call->too_big = 0;
     rl_buf_reset(&call->reply);
     return 0;
-}
-
-void rl_backend_body_start(const rl_backend_t *be, rl_buf_t *body)
-{
-    rl_buf_reset(body);
-    rl_buf_append(body, be->body_prefix.data, be->body_prefix.len);
 }
 
 static void on_pending_timer(rl_loop_t *loop, rl_timer_t *timer, void *opaque);

@@ -13,7 +13,6 @@
 #include "ragline/json.h"
 #include "ragline/utf8.h"
 
-#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -451,15 +450,21 @@ static void put_int(rl_buf_t *out, long long v)
     rl_buf_append(out, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
+/* "name": (names here never need escaping) */
+static void put_key(rl_buf_t *out, const char *name)
+{
+    rl_buf_putc(out, '"');
+    rl_buf_puts(out, name);
+    rl_buf_puts(out, "\":");
+}
+
 /* "name":ms rounded to the nearest thousandth, with three decimals. */
 static void put_ms(rl_buf_t *out, const char *name, double ms)
 {
     long long thousandths;
     char frac[4];
 
-    rl_buf_putc(out, '"');
-    rl_buf_puts(out, name);
-    rl_buf_puts(out, "\":");
+    put_key(out, name);
     if (!isfinite(ms)) {
         rl_buf_puts(out, "null");
         return;
@@ -498,9 +503,7 @@ static void put_usage(rl_buf_t *out, const rl_answer_t *a)
         if (counts[i] < 0)
             continue;
         rl_buf_puts(out, sep);
-        rl_buf_putc(out, '"');
-        rl_buf_puts(out, names[i]);
-        rl_buf_puts(out, "\":");
+        put_key(out, names[i]);
         put_int(out, counts[i]);
         sep = ",";
     }
@@ -514,10 +517,13 @@ static void put_evidence(rl_buf_t *out, const rl_render_stats_t *st)
 
     if (!st)
         st = &none;
-    rl_buf_printf(out,
-                  ",\"evidence\":{\"queries\":%u,\"found\":%u,"
-                  "\"missing\":%u,\"missing_queries\":[",
-                  st->queries, st->found, st->missing);
+    rl_buf_puts(out, ",\"evidence\":{\"queries\":");
+    put_int(out, st->queries);
+    rl_buf_puts(out, ",\"found\":");
+    put_int(out, st->found);
+    rl_buf_puts(out, ",\"missing\":");
+    put_int(out, st->missing);
+    rl_buf_puts(out, ",\"missing_queries\":[");
     for (i = 0; i < json_array_size(st->missing_list); i++) {
         const json_t *q = json_array_get(st->missing_list, i);
 
@@ -525,7 +531,9 @@ static void put_evidence(rl_buf_t *out, const rl_render_stats_t *st)
             rl_buf_putc(out, ',');
         put_string(out, json_string_value(q), json_string_length(q));
     }
-    rl_buf_printf(out, "],\"inline_turns\":%u}", st->inline_turns);
+    rl_buf_puts(out, "],\"inline_turns\":");
+    put_int(out, st->inline_turns);
+    rl_buf_putc(out, '}');
 }
 
 void rl_answer_write(rl_buf_t *out, const rl_answer_t *a)
@@ -555,8 +563,11 @@ void rl_answer_write(rl_buf_t *out, const rl_answer_t *a)
 
     rl_buf_puts(out, "},\"source\":{\"topic\":");
     put_cstring(out, a->topic);
-    rl_buf_printf(out, ",\"partition\":%" PRId32 ",\"offset\":%" PRId64 "}}",
-                  a->partition, a->offset);
+    rl_buf_puts(out, ",\"partition\":");
+    put_int(out, a->partition);
+    rl_buf_puts(out, ",\"offset\":");
+    put_int(out, a->offset);
+    rl_buf_puts(out, "}}");
 }
 
 /* ---- peeking at a bad event ---- */

@@ -63,10 +63,8 @@ typedef void(rl_backend_done_cb)(void *opaque,
                                  const rl_backend_result_t *result);
 
 typedef struct rl_backend_req_s {
-    const char *prompt;
+    const char *prompt; /**< plain text, escaped into the body */
     size_t prompt_len;
-    int prompt_escaped; /**< @c prompt is escaped for the inside of a JSON
-                             string already (rl_render_escaped()) */
     /** Instead of @c prompt: a buffer that rl_backend_body_start() began
      *  and the caller then appended the escaped prompt to.  The call
      *  takes its bytes without copying them and leaves @c body empty,
